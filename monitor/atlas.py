@@ -1,0 +1,495 @@
+"""Client for the Atlas Administration API's interface-endpoint resources.
+
+Everything that can go wrong between us and Atlas ends up as one of the ``Atlas*Error``
+types below, classified by HTTP status as Atlas documents it, with Atlas' own errorCode
+and detail kept for logs and alerts. Transient failures (429, 5xx, timeouts, broken
+connections) are retried here with capped exponential backoff and full jitter, so callers
+only ever see the final outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+import structlog
+from multidict import CIMultiDictProxy
+from pydantic import SecretStr
+
+from monitor import __version__
+
+API_ROOT: Final = "/api/atlas/v1.0"
+USER_AGENT: Final = f"atlas-endpoint-monitor/{__version__}"
+# An interface endpoint document is ~200 bytes; anything near this cap is not one.
+MAX_BODY_BYTES: Final = 1024 * 1024
+# A Retry-After longer than this is not waited for inside one poll: the caller gets the
+# RateLimitedError at once and the next poll tries again.
+MAX_RETRY_AFTER_SECONDS: Final = 60.0
+BACKOFF_BASE_SECONDS: Final = 0.5
+BACKOFF_CAP_SECONDS: Final = 30.0
+
+log = structlog.get_logger(__name__)
+
+RequestObserver = Callable[[str, str, float], None]
+"""Called once per HTTP exchange on the wire (401 challenges included) with
+(method, status code or ``"error"``, seconds until the response headers arrived)."""
+
+
+class ConnectionStatus(StrEnum):
+    NONE = "NONE"
+    PENDING_ACCEPTANCE = "PENDING_ACCEPTANCE"
+    PENDING = "PENDING"
+    AVAILABLE = "AVAILABLE"
+    REJECTED = "REJECTED"
+    DELETING = "DELETING"
+    UNKNOWN = "UNKNOWN"
+    """Anything Atlas may add later; the raw value is kept beside it."""
+
+    @classmethod
+    def parse(cls, raw: str) -> ConnectionStatus:
+        try:
+            status = cls(raw)
+        except ValueError:
+            return cls.UNKNOWN
+        return cls.UNKNOWN if status is cls.UNKNOWN else status
+
+
+@dataclass(frozen=True, order=True)
+class EndpointRef:
+    """The three ids that name one interface endpoint in Atlas."""
+
+    group_id: str
+    private_link_id: str
+    interface_endpoint_id: str
+
+    def __str__(self) -> str:
+        return f"{self.group_id}/{self.private_link_id}/{self.interface_endpoint_id}"
+
+    @property
+    def collection_path(self) -> str:
+        return f"/groups/{self.group_id}/privateEndpoint/{self.private_link_id}/interfaceEndpoints"
+
+    @property
+    def path(self) -> str:
+        return f"{self.collection_path}/{self.interface_endpoint_id}"
+
+
+@dataclass(frozen=True)
+class InterfaceEndpoint:
+    """One valid answer from Atlas about an interface endpoint."""
+
+    interface_endpoint_id: str
+    connection_status: ConnectionStatus
+    raw_status: str
+    error_message: str | None
+    delete_requested: bool
+
+    @classmethod
+    def from_json(cls, document: object) -> InterfaceEndpoint:
+        """Strict on types, because a wrong shape means we would report something false."""
+        if not isinstance(document, dict):
+            raise ValueError(f"expected a JSON object, got {type(document).__name__}")
+        endpoint_id = document.get("interfaceEndpointId")
+        raw_status = document.get("connectionStatus")
+        error_message = document.get("errorMessage")
+        delete_requested = document.get("deleteRequested", False)
+        if not isinstance(endpoint_id, str):
+            raise ValueError("interfaceEndpointId is missing or not a string")
+        if not isinstance(raw_status, str):
+            raise ValueError("connectionStatus is missing or not a string")
+        if error_message is not None and not isinstance(error_message, str):
+            raise ValueError("errorMessage is neither null nor a string")
+        if not isinstance(delete_requested, bool):
+            raise ValueError("deleteRequested is not a boolean")
+        return cls(
+            interface_endpoint_id=endpoint_id,
+            connection_status=ConnectionStatus.parse(raw_status),
+            raw_status=raw_status,
+            error_message=error_message or None,
+            delete_requested=delete_requested,
+        )
+
+
+class AtlasError(Exception):
+    """Any failure to get a valid answer from Atlas for one call."""
+
+    def __init__(self, message: str, *, method: str, path: str) -> None:
+        super().__init__(f"{method} {path}: {message}")
+        self.method = method
+        self.path = path
+
+
+class AtlasApiError(AtlasError):
+    """Atlas answered with an error status; ``error_code`` and ``detail`` are Atlas' words."""
+
+    def __init__(
+        self,
+        *,
+        method: str,
+        path: str,
+        status: int,
+        error_code: str | None,
+        detail: str | None,
+        retry_after: float | None = None,
+    ) -> None:
+        summary = " ".join(str(part) for part in (status, error_code) if part)
+        super().__init__(f"{summary}: {detail}" if detail else summary, method=method, path=path)
+        self.status = status
+        self.error_code = error_code
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class AtlasNotFoundError(AtlasApiError):
+    """404: the endpoint (or its project or private link) does not exist in Atlas."""
+
+
+class AtlasAuthError(AtlasApiError):
+    """401 or 403: wrong key, missing role, or the caller's IP is not on the access list."""
+
+
+class AtlasRateLimitedError(AtlasApiError):
+    """429: Atlas throttled us; ``retry_after`` says for how long, when it says."""
+
+
+class AtlasServerError(AtlasApiError):
+    """5xx: Atlas (or something in front of it) failed."""
+
+
+class AtlasRequestError(AtlasApiError):
+    """Any other 4xx, such as a malformed id or a conflicting POST."""
+
+
+class AtlasBadResponseError(AtlasError):
+    """Atlas answered, but not with what its API promises (shape, type, size, status)."""
+
+
+class AtlasUnreachableError(AtlasError):
+    """No answer at all: timeout, refused or dropped connection.
+
+    ``request_sent`` is False only when the connection was never established, which is the
+    one case where repeating a non-idempotent request is known to be safe.
+    """
+
+    def __init__(self, message: str, *, method: str, path: str, request_sent: bool) -> None:
+        super().__init__(message, method=method, path=path)
+        self.request_sent = request_sent
+
+
+_TRANSIENT_ERRORS = (AtlasRateLimitedError, AtlasServerError, AtlasUnreachableError)
+_ERROR_BY_STATUS: Mapping[int, type[AtlasApiError]] = {
+    401: AtlasAuthError,
+    403: AtlasAuthError,
+    404: AtlasNotFoundError,
+    429: AtlasRateLimitedError,
+}
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Retry-After is either delay-seconds or an HTTP date (RFC 9110 section 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds)
+
+
+class AtlasClient:
+    """One HTTP session with preemptive Digest auth, shared by every call of the process.
+
+    Use it as ``async with AtlasClient(...) as client``; the session is created on entry
+    (inside the running loop, as aiohttp wants) and closed on exit.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        public_key: str,
+        private_key: SecretStr,
+        timeout_seconds: float,
+        max_retries: int,
+        max_connections: int = 8,
+        observer: RequestObserver | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._api_url = base_url.rstrip("/") + API_ROOT
+        self._public_key = public_key
+        self._private_key = private_key
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        self._max_retries = max_retries
+        self._max_connections = max_connections
+        self._observer = observer
+        self._sleep = sleep
+        self._jitter = jitter
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"AtlasClient(api_url={self._api_url!r}, public_key={self._public_key!r})"
+
+    async def __aenter__(self) -> AtlasClient:
+        middlewares: list[aiohttp.ClientMiddlewareType] = [
+            aiohttp.DigestAuthMiddleware(
+                self._public_key, self._private_key.get_secret_value(), preemptive=True
+            )
+        ]
+        if self._observer is not None:
+            # Inside the digest middleware, so challenges and retries are each seen.
+            middlewares.append(self._observe_exchange)
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout,
+            connector=aiohttp.TCPConnector(limit=self._max_connections),
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            middlewares=middlewares,
+            raise_for_status=False,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get_interface_endpoint(self, ref: EndpointRef) -> InterfaceEndpoint:
+        document = await self._with_retries("GET", ref.path)
+        return _endpoint_from(document, ref, "GET")
+
+    async def delete_interface_endpoint(self, ref: EndpointRef) -> bool:
+        """Ask Atlas to remove the endpoint; False when it was already gone.
+
+        A 404 after a retried DELETE usually means an earlier attempt went through.
+        """
+        try:
+            await self._with_retries("DELETE", ref.path)
+        except AtlasNotFoundError:
+            return False
+        return True
+
+    async def add_interface_endpoint(self, ref: EndpointRef) -> InterfaceEndpoint:
+        """POST the endpoint, never twice blindly.
+
+        A POST whose outcome is unknown (timeout, dropped connection, 5xx) may have created
+        the endpoint, so before trying again we GET it: if it exists, that is our answer.
+        Only a 429 or a connection that was never made is retried directly.
+        """
+        body = {"interfaceEndpointId": ref.interface_endpoint_id}
+        attempt = 0
+        while True:
+            try:
+                document = await self._exchange("POST", ref.collection_path, body)
+                return _endpoint_from(document, ref, "POST")
+            except _TRANSIENT_ERRORS as error:
+                if attempt >= self._max_retries or _wait_too_long(error):
+                    raise
+                if _outcome_unknown(error):
+                    try:
+                        return await self.get_interface_endpoint(ref)
+                    except AtlasNotFoundError:
+                        log.info("atlas_post_not_applied", endpoint=str(ref), cause=str(error))
+                await self._back_off("POST", ref.collection_path, attempt, error)
+                attempt += 1
+
+    async def _with_retries(self, method: str, path: str) -> object:
+        attempt = 0
+        while True:
+            try:
+                return await self._exchange(method, path)
+            except _TRANSIENT_ERRORS as error:
+                if attempt >= self._max_retries or _wait_too_long(error):
+                    raise
+                await self._back_off(method, path, attempt, error)
+                attempt += 1
+
+    async def _back_off(self, method: str, path: str, attempt: int, error: AtlasError) -> None:
+        """Full jitter (AWS architecture blog), but never sooner than Atlas' Retry-After."""
+        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+        delay = self._jitter() * ceiling
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
+        log.warning(
+            "atlas_request_retry",
+            method=method,
+            path=path,
+            attempt=attempt + 1,
+            max_retries=self._max_retries,
+            delay_seconds=round(delay, 3),
+            cause=str(error),
+        )
+        await self._sleep(delay)
+
+    async def _exchange(
+        self, method: str, path: str, json_body: Mapping[str, Any] | None = None
+    ) -> object:
+        """One request (plus its digest challenge) and its classified answer."""
+        if self._session is None:
+            raise RuntimeError("AtlasClient used outside 'async with'")
+        url = self._api_url + path
+        try:
+            async with self._session.request(
+                method, url, json=json_body, allow_redirects=False
+            ) as response:
+                body = await _read_capped(response, method, path)
+                return _interpret(method, path, response.status, response.headers, body)
+        except AtlasError:
+            raise
+        except TimeoutError:
+            raise AtlasUnreachableError(
+                f"no answer within {self._timeout.total:g} s",
+                method=method,
+                path=path,
+                request_sent=True,
+            ) from None
+        except aiohttp.ClientConnectorError as error:
+            raise AtlasUnreachableError(
+                f"cannot connect: {error.os_error.strerror or error.os_error}",
+                method=method,
+                path=path,
+                request_sent=False,
+            ) from None
+        except (aiohttp.ClientError, OSError) as error:
+            raise AtlasUnreachableError(
+                f"connection failed: {type(error).__name__}: {error}",
+                method=method,
+                path=path,
+                request_sent=True,
+            ) from None
+
+    async def _observe_exchange(
+        self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        assert self._observer is not None
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except BaseException:
+            self._observer(request.method, "error", time.perf_counter() - started)
+            raise
+        self._observer(request.method, str(response.status), time.perf_counter() - started)
+        return response
+
+
+async def _read_capped(response: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+    """Stop reading at the cap, so a runaway answer cannot exhaust memory."""
+    chunks = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise AtlasBadResponseError(
+                f"answer body larger than {MAX_BODY_BYTES} bytes", method=method, path=path
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _interpret(
+    method: str, path: str, status: int, headers: CIMultiDictProxy[str], body: bytes
+) -> object:
+    """Turn one HTTP answer into a JSON document or the matching typed error."""
+    if 200 <= status < 300:
+        if status == 204 or (method == "DELETE" and not body.strip()):
+            return None
+        return _decode_json(method, path, headers, body)
+    if status < 400:
+        raise AtlasBadResponseError(
+            f"unexpected HTTP {status} (location: {headers.get('Location')})",
+            method=method,
+            path=path,
+        )
+    error_code, detail = _atlas_error_fields(body)
+    error_type = _ERROR_BY_STATUS.get(
+        status, AtlasServerError if status >= 500 else AtlasRequestError
+    )
+    raise error_type(
+        method=method,
+        path=path,
+        status=status,
+        error_code=error_code,
+        detail=detail,
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+    )
+
+
+def _decode_json(method: str, path: str, headers: CIMultiDictProxy[str], body: bytes) -> object:
+    content_type = headers.get("Content-Type", "")
+    if "json" not in content_type.lower():
+        raise AtlasBadResponseError(
+            f"expected JSON, got content type {content_type or '(none)'!r}",
+            method=method,
+            path=path,
+        )
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise AtlasBadResponseError(f"malformed JSON: {error}", method=method, path=path) from None
+
+
+def _atlas_error_fields(body: bytes) -> tuple[str | None, str | None]:
+    """Atlas promises only ``error``; proxies in front of it may send HTML, so be lenient."""
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        text = body[:200].decode("utf-8", "replace").strip()
+        return None, text or None
+    if not isinstance(document, dict):
+        return None, None
+    error_code = document.get("errorCode")
+    detail = document.get("detail") or document.get("reason")
+    return (
+        error_code if isinstance(error_code, str) else None,
+        detail if isinstance(detail, str) else None,
+    )
+
+
+def _endpoint_from(document: object, ref: EndpointRef, method: str) -> InterfaceEndpoint:
+    path = ref.path if method == "GET" else ref.collection_path
+    try:
+        endpoint = InterfaceEndpoint.from_json(document)
+    except ValueError as error:
+        raise AtlasBadResponseError(
+            f"unexpected answer shape: {error}", method=method, path=path
+        ) from None
+    if endpoint.interface_endpoint_id != ref.interface_endpoint_id:
+        raise AtlasBadResponseError(
+            f"answer is about {endpoint.interface_endpoint_id!r}, not the endpoint asked for",
+            method=method,
+            path=path,
+        )
+    return endpoint
+
+
+def _outcome_unknown(error: AtlasError) -> bool:
+    if isinstance(error, AtlasUnreachableError):
+        return error.request_sent
+    return isinstance(error, AtlasServerError)
+
+
+def _wait_too_long(error: AtlasError) -> bool:
+    retry_after = getattr(error, "retry_after", None)
+    return retry_after is not None and retry_after > MAX_RETRY_AFTER_SECONDS

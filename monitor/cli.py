@@ -1,0 +1,173 @@
+"""Command line: every command validates first and answers with the contract's exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+import structlog
+
+from monitor import __version__
+from monitor.config import (
+    PRIVATE_KEY_ENV,
+    PRIVATE_KEY_FILE_ENV,
+    PUBLIC_KEY_ENV,
+    ConfigError,
+    Settings,
+    load_settings,
+    resolve_config_path,
+)
+from monitor.demo import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, run_demo
+from monitor.lifecycle import wait_for_stop_signal
+from monitor.logs import configure_logging
+from monitor.poller import poll_once
+from monitor.report import has_alert, render_json, render_table
+from monitor.simulator import (
+    ScenarioError,
+    Simulator,
+    bound_url,
+    default_scenario,
+    load_scenario,
+    serve,
+)
+
+log = structlog.get_logger(__name__)
+
+EXIT_OK = 0
+EXIT_ALERT = 1
+EXIT_INVALID_CONFIG = 2
+SIMULATOR_PORT = 9480
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="atlas-endpoint-monitor",
+        description="Watch MongoDB Atlas PrivateLink interface endpoints.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="validate the config and the presence of credentials")
+    _add_config_argument(check)
+    check.set_defaults(handler=_check)
+
+    once = commands.add_parser("once", help="poll every endpoint once and print the result")
+    _add_config_argument(once)
+    once.add_argument("--output", choices=("table", "json"), default="table")
+    once.set_defaults(handler=_once)
+
+    simulate = commands.add_parser("simulate", help="serve a fake Atlas API for demos and tests")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=SIMULATOR_PORT)
+    simulate.add_argument("--scenario", help="YAML/JSON scenario file (default: the demo one)")
+    simulate.add_argument(
+        "--public-key",
+        help=f"API public key to accept (default: ${PUBLIC_KEY_ENV} or the demo key)",
+    )
+    simulate.add_argument(
+        "--private-key",
+        help=f"API private key to accept (default: ${PRIVATE_KEY_ENV} or the demo key)",
+    )
+    simulate.set_defaults(handler=_simulate)
+
+    demo = commands.add_parser("demo", help="run the simulator and the monitor against it")
+    demo.add_argument("--simulator-host", default="127.0.0.1")
+    demo.add_argument("--simulator-port", type=int, default=SIMULATOR_PORT)
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _add_config_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--config", help="YAML config file (default: $ATLAS_MONITOR_CONFIG)", metavar="PATH"
+    )
+
+
+def _load(args: argparse.Namespace) -> Settings | None:
+    """Print every problem with its field path, or return the settings."""
+    try:
+        return load_settings(resolve_config_path(args.config, os.environ))
+    except ConfigError as error:
+        print("invalid configuration:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_INVALID_CONFIG
+    config = settings.config
+    key_source = PRIVATE_KEY_FILE_ENV if os.environ.get(PRIVATE_KEY_FILE_ENV) else PRIVATE_KEY_ENV
+    print(
+        f"{settings.source}: valid\n"
+        f"  endpoints:    {len(config.endpoints)}\n"
+        f"  atlas:        {config.atlas.base_url}\n"
+        f"  poll:         every {config.poll.interval_seconds:g} s, "
+        f"{config.poll.concurrency} at a time\n"
+        f"  server:       {config.server.host}:{config.server.port}\n"
+        f"  credentials:  public key {settings.credentials.public_key}, private key from "
+        f"{key_source}"
+    )
+    return EXIT_OK
+
+
+def _once(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_INVALID_CONFIG
+    # stdout carries the result, so the logs (retries, failures) go to stderr.
+    configure_logging(
+        settings.config.log.level,
+        settings.config.log.format,
+        stream=sys.stderr,
+        secrets=[settings.credentials.private_key.get_secret_value()],
+    )
+    results = asyncio.run(poll_once(settings))
+    print(render_json(results) if args.output == "json" else render_table(results))
+    return EXIT_ALERT if has_alert(results) else EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    try:
+        scenario = load_scenario(args.scenario) if args.scenario else default_scenario()
+    except ScenarioError as error:
+        print(f"invalid scenario:\n  {error}".replace("\n", "\n  "), file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    public_key = args.public_key or os.environ.get(PUBLIC_KEY_ENV) or DEMO_PUBLIC_KEY
+    private_key = args.private_key or os.environ.get(PRIVATE_KEY_ENV) or DEMO_PRIVATE_KEY
+    configure_logging(secrets=[private_key])
+    simulator = Simulator(scenario, public_key=public_key, private_key=private_key)
+    return asyncio.run(_serve_until_stopped(simulator, args.host, args.port))
+
+
+async def _serve_until_stopped(simulator: Simulator, host: str, port: int) -> int:
+    try:
+        runner = await serve(simulator, host, port)
+    except OSError as error:
+        print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_ALERT
+    try:
+        log.info("simulator_started", url=bound_url(runner), api_root="/api/atlas/v1.0")
+        received = await wait_for_stop_signal()
+        log.info("simulator_stopping", signal=received.name)
+    finally:
+        await runner.cleanup()
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    configure_logging("warning", "console", stream=sys.stderr, secrets=[DEMO_PRIVATE_KEY])
+    return asyncio.run(run_demo(args.simulator_host, args.simulator_port))

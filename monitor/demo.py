@@ -1,0 +1,60 @@
+"""The demo: the embedded simulator plus the monitor against it, on the packaged config."""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from pydantic import SecretStr
+
+from monitor.config import Credentials, Settings, parse_config
+from monitor.lifecycle import wait_for_stop_signal
+from monitor.poller import poll_once
+from monitor.report import render_table
+from monitor.simulator import Simulator, bound_url, default_scenario, serve
+
+# Known to everybody on purpose: they only open the local simulator.
+DEMO_PUBLIC_KEY = "demo-public-key"
+DEMO_PRIVATE_KEY = "demo-private-key"  # noqa: S105
+DEMO_CONFIG = "demo-config.yaml"
+
+
+def demo_settings(simulator_url: str) -> Settings:
+    """The packaged demo config, pointed at wherever the simulator really listens."""
+    source = resources.files("monitor") / "resources" / DEMO_CONFIG
+    raw = yaml.safe_load(source.read_text(encoding="utf-8"))
+    config = parse_config(raw, {"MONGODB_ATLAS_BASE_URL": simulator_url})
+    credentials = Credentials(DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+    return Settings(config=config, credentials=credentials, source=Path(str(source)))
+
+
+async def run_demo(host: str, port: int) -> int:
+    simulator = Simulator(
+        default_scenario(), public_key=DEMO_PUBLIC_KEY, private_key=DEMO_PRIVATE_KEY
+    )
+    try:
+        runner = await serve(simulator, host, port)
+    except OSError as error:
+        print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
+        return 1
+    try:
+        url = bound_url(runner)
+        results = await poll_once(demo_settings(url))
+        print(render_table(results))
+        print(
+            f"\nSimulated Atlas API: {url}/api/atlas/v1.0 (keys {DEMO_PUBLIC_KEY} / "
+            f"{DEMO_PRIVATE_KEY})\nSimulator stats:     {url}/_simulator/stats\n"
+            f"Poll it yourself:    MONGODB_ATLAS_BASE_URL={url} "
+            f"MONGODB_ATLAS_PUBLIC_API_KEY={DEMO_PUBLIC_KEY} "
+            f"MONGODB_ATLAS_PRIVATE_API_KEY={DEMO_PRIVATE_KEY} "
+            f"atlas-endpoint-monitor once --config config/demo.yaml\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        await wait_for_stop_signal()
+    finally:
+        await runner.cleanup()
+    print("demo stopped", file=sys.stderr)
+    return 0

@@ -1,0 +1,76 @@
+"""Human and machine renderings of one polling pass, for ``once`` and ``demo``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from monitor.alerts import observed_conditions
+from monitor.poller import PollResult
+
+
+def result_record(result: PollResult) -> dict[str, Any]:
+    endpoint, answer = result.endpoint, result.answer
+    return {
+        "name": endpoint.display_name,
+        "group_id": endpoint.group_id,
+        "private_link_id": endpoint.private_link_id,
+        "interface_endpoint_id": endpoint.interface_endpoint_id,
+        "connection_status": answer.connection_status.value if answer else None,
+        "raw_status": answer.raw_status if answer else None,
+        "error_message": answer.error_message if answer else None,
+        "delete_requested": answer.delete_requested if answer else None,
+        "up": result.up,
+        "alerts": sorted(observed_conditions(answer, result.error)),
+        "poll_error": str(result.error) if result.error else None,
+    }
+
+
+def has_alert(results: Sequence[PollResult]) -> bool:
+    return any(observed_conditions(result.answer, result.error) for result in results)
+
+
+def render_json(results: Sequence[PollResult]) -> str:
+    return json.dumps([result_record(result) for result in results], indent=2)
+
+
+_COLUMNS = (
+    ("NAME", "name"),
+    ("STATUS", "connection_status"),
+    ("UP", "up"),
+    ("DELETE_REQ", "delete_requested"),
+    ("ALERTS", "alerts"),
+    ("INTERFACE_ENDPOINT_ID", "interface_endpoint_id"),
+    ("GROUP_ID", "group_id"),
+    ("PRIVATE_LINK_ID", "private_link_id"),
+)
+
+
+def render_table(results: Sequence[PollResult]) -> str:
+    """Aligned columns, with the free-text detail last so long messages never skew them."""
+    rows = []
+    for result in results:
+        record = result_record(result)
+        cells = [_cell(record[key]) for _, key in _COLUMNS]
+        detail = record["error_message"] or record["poll_error"] or ""
+        if record["connection_status"] == "UNKNOWN":
+            detail = f"raw status {record['raw_status']!r}; {detail}".rstrip("; ")
+        rows.append([*cells, detail])
+    headers = [title for title, _ in _COLUMNS] + ["DETAIL"]
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(_COLUMNS))]
+    lines = []
+    for row in [headers, *rows]:
+        aligned = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+        lines.append(f"{aligned}  {row[-1]}".rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(value) or "-"
+    return str(value)

@@ -1,0 +1,71 @@
+"""Shared fixtures, as factories so each test says only what is special about it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+GROUP_ID = "5e2211c17a3e5a48f5497de3"
+PRIVATE_LINK_ID = "5e3a1b2c7a3e5a48f5497de4"
+ENDPOINT_ID = "vpce-0b9c5701325cb15dd"
+PUBLIC_KEY = "test-public-key"
+PRIVATE_KEY = "test-private-key-5f1d9c"
+
+CREDENTIALS_ENV = {
+    "MONGODB_ATLAS_PUBLIC_API_KEY": PUBLIC_KEY,
+    "MONGODB_ATLAS_PRIVATE_API_KEY": PRIVATE_KEY,
+}
+
+
+def endpoint_entry(**overrides: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "group_id": GROUP_ID,
+        "private_link_id": PRIVATE_LINK_ID,
+        "interface_endpoint_id": ENDPOINT_ID,
+    }
+    entry.update(overrides)
+    return entry
+
+
+def config_document(**sections: Any) -> dict[str, Any]:
+    """A minimal valid config; keyword arguments replace whole top-level sections."""
+    document: dict[str, Any] = {"endpoints": [endpoint_entry()]}
+    document.update(sections)
+    return document
+
+
+WriteConfig = Callable[..., Path]
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> WriteConfig:
+    """Write a config document (or raw YAML text) to a file and return its path."""
+
+    def write(document: dict[str, Any] | str | None = None, **sections: Any) -> Path:
+        path = tmp_path / "config.yaml"
+        if isinstance(document, str):
+            path.write_text(document, encoding="utf-8")
+        else:
+            content = document if document is not None else config_document(**sections)
+            path.write_text(yaml.safe_dump(content), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def credentials_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Valid credentials in the real environment, and no stray Atlas variables."""
+    for name in (
+        "MONGODB_ATLAS_PRIVATE_API_KEY_FILE",
+        "MONGODB_ATLAS_BASE_URL",
+        "ATLAS_MONITOR_CONFIG",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in CREDENTIALS_ENV.items():
+        monkeypatch.setenv(name, value)
+    return dict(CREDENTIALS_ENV)

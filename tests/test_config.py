@@ -1,0 +1,312 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.config import (
+    DEFAULT_BASE_URL,
+    DEFAULT_PORT,
+    ConfigError,
+    load_settings,
+    parse_config,
+    resolve_config_path,
+)
+from tests.conftest import (
+    CREDENTIALS_ENV,
+    ENDPOINT_ID,
+    GROUP_ID,
+    PRIVATE_KEY,
+    WriteConfig,
+    config_document,
+    endpoint_entry,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def problems_of(raw: object, environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, environ or {})
+    return caught.value.problems
+
+
+def test_minimal_config_gets_contract_defaults() -> None:
+    config = parse_config(config_document(), {})
+    assert config.atlas.base_url == DEFAULT_BASE_URL
+    assert config.atlas.timeout_seconds == 10
+    assert config.atlas.max_retries == 3
+    assert config.poll.interval_seconds == 60
+    assert config.poll.concurrency == 8
+    assert (config.server.host, config.server.port) == ("0.0.0.0", DEFAULT_PORT)
+    assert (config.log.level, config.log.format) == ("info", "json")
+    assert not config.add_missing.enabled
+    assert config.add_missing.max_attempts == 3
+    assert config.alerts.unreachable_after_failures == 3
+    assert config.alerts.stuck_after_seconds == 1800
+    assert config.alerts.repeat_interval_seconds == 0
+    endpoint = config.endpoints[0]
+    assert endpoint.display_name == ENDPOINT_ID
+    assert str(endpoint.ref) == f"{GROUP_ID}/5e3a1b2c7a3e5a48f5497de4/{ENDPOINT_ID}"
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (config_document(atlas={"timeout": 5}), "atlas.timeout: unknown key"),
+        (config_document(colour="blue"), "colour: unknown key"),
+        (
+            config_document(endpoints=[endpoint_entry(region="us-east-1")]),
+            "endpoints.0.region: unknown key",
+        ),
+        (
+            config_document(endpoints=[endpoint_entry(group_id="5e2211c1")]),
+            "endpoints.0.group_id: must be 24 hexadecimal characters",
+        ),
+        (
+            config_document(endpoints=[endpoint_entry(private_link_id="zz" * 12)]),
+            "endpoints.0.private_link_id: must be 24 hexadecimal characters",
+        ),
+        (
+            config_document(endpoints=[endpoint_entry(interface_endpoint_id="vpce-123")]),
+            "endpoints.0.interface_endpoint_id: must be 'vpce-' followed by 8 or 17",
+        ),
+        (
+            config_document(endpoints=[endpoint_entry(interface_endpoint_id="vpc-0b9c5701")]),
+            "endpoints.0.interface_endpoint_id: must be 'vpce-'",
+        ),
+        (
+            config_document(endpoints=[{"group_id": GROUP_ID}]),
+            "endpoints.0.private_link_id: required",
+        ),
+        (config_document(endpoints=[]), "endpoints: List should have at least 1 item"),
+        ({}, "endpoints: required"),
+        (
+            config_document(poll={"interval_seconds": 0}),
+            "poll.interval_seconds: Input should be greater than 0",
+        ),
+        (
+            config_document(poll={"interval_seconds": -5}),
+            "poll.interval_seconds: Input should be greater than 0",
+        ),
+        (
+            config_document(poll={"concurrency": 0}),
+            "poll.concurrency: Input should be greater than 0",
+        ),
+        (
+            config_document(atlas={"timeout_seconds": 0}),
+            "atlas.timeout_seconds: Input should be greater than 0",
+        ),
+        (
+            config_document(atlas={"max_retries": -1}),
+            "atlas.max_retries: Input should be greater than or equal to 0",
+        ),
+        (
+            config_document(server={"port": 70000}),
+            "server.port: Input should be less than or equal to 65535",
+        ),
+        (config_document(log={"format": "xml"}), "log.format: Input should be 'json' or 'console'"),
+        (config_document(log={"level": "verbose"}), "log.level: Input should be"),
+        (
+            config_document(add_missing={"max_attempts": 0}),
+            "add_missing.max_attempts: Input should be greater than 0",
+        ),
+        (
+            config_document(alerts={"unreachable_after_failures": 0}),
+            "alerts.unreachable_after_failures: Input should be greater than 0",
+        ),
+        (
+            config_document(alerts={"stuck_after_seconds": -1}),
+            "alerts.stuck_after_seconds: Input should be greater than or equal to 0",
+        ),
+        (
+            config_document(endpoints=[endpoint_entry(labels={"team-name": "x"})]),
+            "endpoints.0.labels: 'team-name' is not a valid Prometheus label name",
+        ),
+        (
+            config_document(endpoints=[endpoint_entry(labels={"status": "x"})]),
+            "endpoints.0.labels: 'status' is set by the exporter itself",
+        ),
+        (
+            config_document(endpoints=[endpoint_entry(add_if_missing="sometimes")]),
+            "endpoints.0.add_if_missing: Input should be a valid boolean",
+        ),
+        (
+            config_document(atlas={"base_url": "cloud.mongodb.com"}),
+            "atlas.base_url: must be an http:// or https:// URL",
+        ),
+        (
+            config_document(atlas={"base_url": "https://cloud.mongodb.com/api/atlas/v1.0"}),
+            "atlas.base_url: give the host only",
+        ),
+        (["endpoints"], "(top level): must be a mapping of sections, got list"),
+    ],
+)
+def test_each_rejection_names_its_field(document: Any, expected: str) -> None:
+    assert any(problem.startswith(expected) for problem in problems_of(document)), expected
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    document = config_document(
+        poll={"interval_seconds": 0, "concurrency": -1},
+        endpoints=[endpoint_entry(group_id="nope", interface_endpoint_id="vpce-x")],
+    )
+    problems = problems_of(document)
+    assert {problem.split(":")[0] for problem in problems} == {
+        "poll.interval_seconds",
+        "poll.concurrency",
+        "endpoints.0.group_id",
+        "endpoints.0.interface_endpoint_id",
+    }
+
+
+def test_duplicate_endpoints_are_rejected_even_when_case_differs() -> None:
+    document = config_document(
+        endpoints=[
+            endpoint_entry(),
+            endpoint_entry(name="other"),
+            endpoint_entry(group_id=GROUP_ID.upper()),
+        ]
+    )
+    problems = problems_of(document)
+    assert [problem.split(":")[0] for problem in problems] == ["endpoints.1", "endpoints.2"]
+    assert "duplicate of endpoints.0" in problems[0]
+
+
+def test_same_interface_endpoint_under_another_private_link_is_not_a_duplicate() -> None:
+    document = config_document(
+        endpoints=[endpoint_entry(), endpoint_entry(private_link_id="5e3a1b2c7a3e5a48f5497aaa")]
+    )
+    assert len(parse_config(document, {}).endpoints) == 2
+
+
+def test_base_url_comes_from_env_when_set() -> None:
+    config = parse_config(
+        config_document(atlas={"base_url": "https://example.invalid"}),
+        {"MONGODB_ATLAS_BASE_URL": "http://127.0.0.1:9480/"},
+    )
+    assert config.atlas.base_url == "http://127.0.0.1:9480"
+
+
+def test_per_endpoint_add_if_missing_overrides_global_switch() -> None:
+    document = config_document(
+        add_missing={"enabled": True},
+        endpoints=[
+            endpoint_entry(),
+            endpoint_entry(interface_endpoint_id="vpce-0123abcd", add_if_missing=False),
+        ],
+    )
+    config = parse_config(document, {})
+    assert [config.wants_add(endpoint) for endpoint in config.endpoints] == [True, False]
+
+
+def test_load_settings_reads_credentials(write_config: WriteConfig) -> None:
+    settings = load_settings(write_config(), CREDENTIALS_ENV)
+    assert settings.credentials.public_key == "test-public-key"
+    assert settings.credentials.private_key.get_secret_value() == PRIVATE_KEY
+    assert PRIVATE_KEY not in repr(settings)
+
+
+def test_private_key_may_come_from_a_file(write_config: WriteConfig, tmp_path: Path) -> None:
+    key_file = tmp_path / "private-key"
+    key_file.write_text(f"{PRIVATE_KEY}\n", encoding="utf-8")
+    env = {
+        "MONGODB_ATLAS_PUBLIC_API_KEY": "pub",
+        "MONGODB_ATLAS_PRIVATE_API_KEY_FILE": str(key_file),
+    }
+    settings = load_settings(write_config(), env)
+    assert settings.credentials.private_key.get_secret_value() == PRIVATE_KEY
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {},
+            [
+                "env.MONGODB_ATLAS_PUBLIC_API_KEY: not set",
+                "env.MONGODB_ATLAS_PRIVATE_API_KEY: not set",
+            ],
+        ),
+        (
+            {"MONGODB_ATLAS_PUBLIC_API_KEY": "pub", "MONGODB_ATLAS_PRIVATE_API_KEY": "  "},
+            ["env.MONGODB_ATLAS_PRIVATE_API_KEY: not set"],
+        ),
+        (
+            {
+                "MONGODB_ATLAS_PUBLIC_API_KEY": "pub",
+                "MONGODB_ATLAS_PRIVATE_API_KEY": PRIVATE_KEY,
+                "MONGODB_ATLAS_PRIVATE_API_KEY_FILE": "/run/secrets/key",
+            },
+            ["env.MONGODB_ATLAS_PRIVATE_API_KEY: set only one of"],
+        ),
+        (
+            {
+                "MONGODB_ATLAS_PUBLIC_API_KEY": "pub",
+                "MONGODB_ATLAS_PRIVATE_API_KEY_FILE": "/nonexistent/key",
+            },
+            ["env.MONGODB_ATLAS_PRIVATE_API_KEY_FILE: cannot read /nonexistent/key: No such file"],
+        ),
+    ],
+)
+def test_credential_problems_name_the_variable(
+    write_config: WriteConfig, env: dict[str, str], expected: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config(), env)
+    problems = caught.value.problems
+    assert len(problems) == len(expected)
+    for problem, prefix in zip(problems, expected, strict=True):
+        assert problem.startswith(prefix)
+    assert PRIVATE_KEY not in str(caught.value)
+
+
+def test_empty_key_file_is_an_error(write_config: WriteConfig, tmp_path: Path) -> None:
+    key_file = tmp_path / "empty"
+    key_file.write_text("\n", encoding="utf-8")
+    env = {
+        "MONGODB_ATLAS_PUBLIC_API_KEY": "pub",
+        "MONGODB_ATLAS_PRIVATE_API_KEY_FILE": str(key_file),
+    }
+    with pytest.raises(ConfigError, match="MONGODB_ATLAS_PRIVATE_API_KEY_FILE: .* is empty"):
+        load_settings(write_config(), env)
+
+
+def test_config_and_credential_problems_are_reported_together(write_config: WriteConfig) -> None:
+    path = write_config(config_document(poll={"concurrency": 0}))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    fields = [problem.split(":")[0] for problem in caught.value.problems]
+    assert fields == [
+        "poll.concurrency",
+        "env.MONGODB_ATLAS_PUBLIC_API_KEY",
+        "env.MONGODB_ATLAS_PRIVATE_API_KEY",
+    ]
+
+
+def test_yaml_syntax_error_names_file_and_line(write_config: WriteConfig) -> None:
+    path = write_config("endpoints:\n  - group_id: [unclosed\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, CREDENTIALS_ENV)
+    assert caught.value.problems[0].startswith(f"{path}: line 3")
+
+
+def test_missing_file_is_reported_on_the_config_option(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--config: cannot read .*nope.yaml: No such file"):
+        load_settings(tmp_path / "nope.yaml", CREDENTIALS_ENV)
+
+
+def test_config_path_falls_back_to_env_then_fails_clearly() -> None:
+    assert resolve_config_path("a.yaml", {"ATLAS_MONITOR_CONFIG": "b.yaml"}) == Path("a.yaml")
+    assert resolve_config_path(None, {"ATLAS_MONITOR_CONFIG": "b.yaml"}) == Path("b.yaml")
+    with pytest.raises(
+        ConfigError, match="--config: not given and ATLAS_MONITOR_CONFIG is not set"
+    ):
+        resolve_config_path(None, {})
+
+
+@pytest.mark.parametrize("name", ["example.yaml", "demo.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    settings = load_settings(REPO / "config" / name, CREDENTIALS_ENV)
+    assert settings.config.endpoints
