@@ -17,7 +17,7 @@ from monitor.simulator import Simulator, bound_url, default_scenario, serve
 
 # Known to everybody on purpose: they only open the local simulator.
 DEMO_PUBLIC_KEY = "demo-public-key"
-DEMO_PRIVATE_KEY = "demo-private-key"  # noqa: S105
+DEMO_PRIVATE_KEY = "demo-private-key"
 DEMO_CONFIG = "demo-config.yaml"
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
+import aioresponses.core as aioresponses_core
 import pytest
 import yaml
+from aioresponses import aioresponses
+from yarl import URL
 
 GROUP_ID = "5e2211c17a3e5a48f5497de3"
 PRIVATE_LINK_ID = "5e3a1b2c7a3e5a48f5497de4"
@@ -69,3 +74,20 @@ def credentials_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name, value in CREDENTIALS_ENV.items():
         monkeypatch.setenv(name, value)
     return dict(CREDENTIALS_ENV)
+
+
+class _ResponseWithoutUpload(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 predates aiohttp 3.14's required ``stream_writer`` argument
+    (pnuckowski/aioresponses#289); a mocked response has no upload, so a stub stands in."""
+
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+@pytest.fixture
+def mocked_atlas(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
+    """aioresponses, working with the aiohttp this project pins."""
+    monkeypatch.setattr(aioresponses_core, "ClientResponse", _ResponseWithoutUpload)
+    with aioresponses() as mocked:
+        yield mocked

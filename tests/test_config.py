@@ -269,7 +269,7 @@ def test_empty_key_file_is_an_error(write_config: WriteConfig, tmp_path: Path) -
         "MONGODB_ATLAS_PUBLIC_API_KEY": "pub",
         "MONGODB_ATLAS_PRIVATE_API_KEY_FILE": str(key_file),
     }
-    with pytest.raises(ConfigError, match="MONGODB_ATLAS_PRIVATE_API_KEY_FILE: .* is empty"):
+    with pytest.raises(ConfigError, match=r"MONGODB_ATLAS_PRIVATE_API_KEY_FILE: .* is empty"):
         load_settings(write_config(), env)
 
 

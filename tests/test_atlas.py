@@ -1,0 +1,482 @@
+"""The Atlas client against aioresponses: classification, retries, backoff, POST safety."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aioresponses import aioresponses
+from pydantic import SecretStr
+from yarl import URL
+
+from monitor import __version__
+from monitor.atlas import (
+    MAX_BODY_BYTES,
+    AtlasAuthError,
+    AtlasBadResponseError,
+    AtlasClient,
+    AtlasNotFoundError,
+    AtlasRateLimitedError,
+    AtlasRequestError,
+    AtlasServerError,
+    AtlasUnreachableError,
+    ConnectionStatus,
+    EndpointRef,
+    parse_retry_after,
+)
+from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_KEY, PRIVATE_LINK_ID, PUBLIC_KEY
+
+BASE = "https://atlas.test"
+REF = EndpointRef(GROUP_ID, PRIVATE_LINK_ID, ENDPOINT_ID)
+ENDPOINT_URL = f"{BASE}/api/atlas/v1.0{REF.path}"
+COLLECTION_URL = f"{BASE}/api/atlas/v1.0{REF.collection_path}"
+
+
+def endpoint_body(status: str = "AVAILABLE", **fields: Any) -> dict[str, Any]:
+    return {
+        "interfaceEndpointId": ENDPOINT_ID,
+        "connectionStatus": status,
+        "errorMessage": None,
+        "deleteRequested": False,
+        **fields,
+    }
+
+
+def atlas_error(status: int, error_code: str | None = None, detail: str = "") -> dict[str, Any]:
+    body: dict[str, Any] = {"error": status, "reason": "Reason", "detail": detail}
+    if error_code:
+        body["errorCode"] = error_code
+    return body
+
+
+class Sleeps:
+    """Stands in for asyncio.sleep and remembers how long each backoff asked for."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+
+
+MakeClient = Callable[..., AtlasClient]
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def make_client(sleeps: Sleeps) -> Callable[..., AtlasClient]:
+    def make(**overrides: Any) -> AtlasClient:
+        options: dict[str, Any] = {
+            "base_url": BASE,
+            "public_key": PUBLIC_KEY,
+            "private_key": SecretStr(PRIVATE_KEY),
+            "timeout_seconds": 5,
+            "max_retries": 3,
+            "sleep": sleeps,
+            "jitter": lambda: 1.0,
+        }
+        options.update(overrides)
+        return AtlasClient(**options)
+
+    return make
+
+
+@pytest.fixture
+def atlas(mocked_atlas: aioresponses) -> aioresponses:
+    return mocked_atlas
+
+
+def calls(mocked: aioresponses, method: str, url: str) -> int:
+    return len(mocked.requests.get((method, URL(url)), []))
+
+
+async def test_get_parses_an_endpoint(make_client: MakeClient, atlas: aioresponses) -> None:
+    atlas.get(ENDPOINT_URL, payload=endpoint_body("REJECTED", errorMessage="subnet missing"))
+    async with make_client() as client:
+        endpoint = await client.get_interface_endpoint(REF)
+    assert endpoint.connection_status is ConnectionStatus.REJECTED
+    assert endpoint.error_message == "subnet missing"
+    assert endpoint.delete_requested is False
+
+
+async def test_unknown_status_survives_with_raw_value(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    atlas.get(ENDPOINT_URL, payload=endpoint_body("WAITING_FOR_USER"))
+    async with make_client() as client:
+        endpoint = await client.get_interface_endpoint(REF)
+    assert endpoint.connection_status is ConnectionStatus.UNKNOWN
+    assert endpoint.raw_status == "WAITING_FOR_USER"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error_type", "error_code"),
+    [
+        (
+            401,
+            atlas_error(401, None, "You are not authorized for this resource."),
+            AtlasAuthError,
+            None,
+        ),
+        (
+            403,
+            atlas_error(403, "IP_ADDRESS_NOT_ON_ACCESS_LIST"),
+            AtlasAuthError,
+            "IP_ADDRESS_NOT_ON_ACCESS_LIST",
+        ),
+        (404, atlas_error(404, "RESOURCE_NOT_FOUND"), AtlasNotFoundError, "RESOURCE_NOT_FOUND"),
+        (
+            400,
+            atlas_error(400, "PATH_PARAM_PARSE_ERROR"),
+            AtlasRequestError,
+            "PATH_PARAM_PARSE_ERROR",
+        ),
+        (409, atlas_error(409, "DUPLICATE"), AtlasRequestError, "DUPLICATE"),
+    ],
+)
+async def test_client_errors_are_typed_and_not_retried(
+    make_client: MakeClient,
+    atlas: aioresponses,
+    sleeps: Sleeps,
+    status: int,
+    body: dict[str, Any],
+    error_type: type[Exception],
+    error_code: str | None,
+) -> None:
+    atlas.get(ENDPOINT_URL, status=status, payload=body, repeat=True)
+    async with make_client() as client:
+        with pytest.raises(error_type) as caught:
+            await client.get_interface_endpoint(REF)
+    assert getattr(caught.value, "status", None) == status
+    assert getattr(caught.value, "error_code", None) == error_code
+    assert str(caught.value).startswith(f"GET {REF.path}: {status}")
+    assert calls(atlas, "GET", ENDPOINT_URL) == 1
+    assert sleeps.delays == []
+
+
+async def test_429_is_retried_after_retry_after(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.get(
+        ENDPOINT_URL,
+        status=429,
+        payload=atlas_error(429, "RATE_LIMITED"),
+        headers={"Retry-After": "7"},
+    )
+    atlas.get(ENDPOINT_URL, payload=endpoint_body())
+    async with make_client(jitter=lambda: 0.0) as client:
+        endpoint = await client.get_interface_endpoint(REF)
+    assert endpoint.connection_status is ConnectionStatus.AVAILABLE
+    assert sleeps.delays == [7.0]
+
+
+async def test_backoff_grows_exponentially_with_full_jitter(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    for status in (500, 502, 503):
+        atlas.get(ENDPOINT_URL, status=status, payload=atlas_error(status, "UNEXPECTED_ERROR"))
+    atlas.get(ENDPOINT_URL, payload=endpoint_body())
+    jitters = iter([1.0, 0.5, 0.25])
+    async with make_client(jitter=lambda: next(jitters)) as client:
+        await client.get_interface_endpoint(REF)
+    # ceilings 0.5, 1, 2 seconds, each scaled by its jitter draw
+    assert sleeps.delays == [0.5, 0.5, 0.5]
+    assert calls(atlas, "GET", ENDPOINT_URL) == 4
+
+
+async def test_retries_are_bounded_by_max_retries(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.get(
+        ENDPOINT_URL,
+        status=503,
+        payload=atlas_error(503, "SERVICE_UNAVAILABLE"),
+        headers={"Retry-After": "2"},
+        repeat=True,
+    )
+    async with make_client(max_retries=2) as client:
+        with pytest.raises(AtlasServerError) as caught:
+            await client.get_interface_endpoint(REF)
+    assert caught.value.retry_after == 2.0
+    assert calls(atlas, "GET", ENDPOINT_URL) == 3
+    assert sleeps.delays == [2.0, 2.0]
+
+
+async def test_rate_limit_exhausted_keeps_retry_after(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.get(
+        ENDPOINT_URL,
+        status=429,
+        payload=atlas_error(429, "RATE_LIMITED_TOKEN_BUCKET"),
+        headers={"Retry-After": "1"},
+        repeat=True,
+    )
+    async with make_client(max_retries=1) as client:
+        with pytest.raises(AtlasRateLimitedError) as caught:
+            await client.get_interface_endpoint(REF)
+    assert caught.value.error_code == "RATE_LIMITED_TOKEN_BUCKET"
+    assert caught.value.retry_after == 1.0
+    assert calls(atlas, "GET", ENDPOINT_URL) == 2
+
+
+async def test_retry_after_beyond_the_cap_is_not_waited_for(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.get(
+        ENDPOINT_URL,
+        status=429,
+        payload=atlas_error(429, "RATE_LIMITED"),
+        headers={"Retry-After": "3600"},
+    )
+    async with make_client() as client:
+        with pytest.raises(AtlasRateLimitedError):
+            await client.get_interface_endpoint(REF)
+    assert sleeps.delays == []
+    assert calls(atlas, "GET", ENDPOINT_URL) == 1
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [TimeoutError(), aiohttp.ServerDisconnectedError(), aiohttp.ClientPayloadError("reset")],
+)
+async def test_transport_failures_retry_then_report_unreachable(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps, exception: Exception
+) -> None:
+    atlas.get(ENDPOINT_URL, exception=exception, repeat=True)
+    async with make_client(max_retries=2) as client:
+        with pytest.raises(AtlasUnreachableError) as caught:
+            await client.get_interface_endpoint(REF)
+    assert caught.value.request_sent is True
+    assert calls(atlas, "GET", ENDPOINT_URL) == 3
+    assert len(sleeps.delays) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"body": "{not json", "content_type": "application/json"}, "malformed JSON"),
+        (
+            {"body": "<html>hi</html>", "content_type": "text/html"},
+            "expected JSON, got content type",
+        ),
+        ({"payload": ["a list"]}, "expected a JSON object, got list"),
+        ({"payload": {"connectionStatus": "AVAILABLE"}}, "interfaceEndpointId is missing"),
+        (
+            {"payload": endpoint_body(connectionStatus=3)},
+            "connectionStatus is missing or not a string",
+        ),
+        (
+            {"payload": endpoint_body(errorMessage=["x"])},
+            "errorMessage is neither null nor a string",
+        ),
+        ({"payload": endpoint_body(deleteRequested="no")}, "deleteRequested is not a boolean"),
+        (
+            {"payload": endpoint_body(interfaceEndpointId="vpce-11111111")},
+            "not the endpoint asked for",
+        ),
+    ],
+)
+async def test_bad_answers_are_reported_not_trusted(
+    make_client: MakeClient,
+    atlas: aioresponses,
+    sleeps: Sleeps,
+    kwargs: dict[str, Any],
+    message: str,
+) -> None:
+    atlas.get(ENDPOINT_URL, **kwargs)
+    async with make_client() as client:
+        with pytest.raises(AtlasBadResponseError, match=re.escape(message)):
+            await client.get_interface_endpoint(REF)
+    assert sleeps.delays == []
+
+
+async def test_error_detail_from_a_non_json_proxy_page_is_kept_short(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    atlas.get(
+        ENDPOINT_URL,
+        status=502,
+        body="<html>" + "bad gateway " * 100,
+        content_type="text/html",
+        repeat=True,
+    )
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(AtlasServerError) as caught:
+            await client.get_interface_endpoint(REF)
+    assert caught.value.detail is not None
+    assert len(caught.value.detail) <= 200
+
+
+async def test_post_returns_the_new_endpoint(make_client: MakeClient, atlas: aioresponses) -> None:
+    atlas.post(COLLECTION_URL, status=201, payload=endpoint_body("NONE"))
+    async with make_client() as client:
+        endpoint = await client.add_interface_endpoint(REF)
+    assert endpoint.connection_status is ConnectionStatus.NONE
+    (request,) = atlas.requests[("POST", URL(COLLECTION_URL))]
+    assert request.kwargs["json"] == {"interfaceEndpointId": ENDPOINT_ID}
+
+
+async def test_post_that_timed_out_is_checked_with_get_not_repeated(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    atlas.post(COLLECTION_URL, exception=TimeoutError())
+    atlas.get(ENDPOINT_URL, payload=endpoint_body("NONE"))
+    async with make_client() as client:
+        endpoint = await client.add_interface_endpoint(REF)
+    assert endpoint.connection_status is ConnectionStatus.NONE
+    assert calls(atlas, "POST", COLLECTION_URL) == 1
+    assert calls(atlas, "GET", ENDPOINT_URL) == 1
+
+
+async def test_post_that_failed_and_did_not_apply_is_sent_again(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.post(COLLECTION_URL, status=500, payload=atlas_error(500, "UNEXPECTED_ERROR"))
+    atlas.get(ENDPOINT_URL, status=404, payload=atlas_error(404, "RESOURCE_NOT_FOUND"))
+    atlas.post(COLLECTION_URL, status=201, payload=endpoint_body("NONE"))
+    async with make_client() as client:
+        await client.add_interface_endpoint(REF)
+    assert calls(atlas, "POST", COLLECTION_URL) == 2
+    assert calls(atlas, "GET", ENDPOINT_URL) == 1
+    assert len(sleeps.delays) == 1
+
+
+async def test_post_throttled_is_retried_without_a_get(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.post(
+        COLLECTION_URL,
+        status=429,
+        payload=atlas_error(429, "RATE_LIMITED"),
+        headers={"Retry-After": "3"},
+    )
+    atlas.post(COLLECTION_URL, status=201, payload=endpoint_body("NONE"))
+    async with make_client() as client:
+        await client.add_interface_endpoint(REF)
+    assert calls(atlas, "POST", COLLECTION_URL) == 2
+    assert calls(atlas, "GET", ENDPOINT_URL) == 0
+    assert sleeps.delays == [3.0]
+
+
+async def test_post_rejected_by_atlas_is_not_retried(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.post(COLLECTION_URL, status=400, payload=atlas_error(400, "INVALID_ATTRIBUTE", "bad id"))
+    async with make_client() as client:
+        with pytest.raises(AtlasRequestError, match="INVALID_ATTRIBUTE: bad id"):
+            await client.add_interface_endpoint(REF)
+    assert calls(atlas, "POST", COLLECTION_URL) == 1
+    assert sleeps.delays == []
+
+
+async def test_post_gives_up_after_max_retries(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.post(COLLECTION_URL, exception=TimeoutError(), repeat=True)
+    atlas.get(ENDPOINT_URL, status=404, payload=atlas_error(404, "RESOURCE_NOT_FOUND"), repeat=True)
+    async with make_client(max_retries=2) as client:
+        with pytest.raises(AtlasUnreachableError):
+            await client.add_interface_endpoint(REF)
+    assert calls(atlas, "POST", COLLECTION_URL) == 3
+    assert calls(atlas, "GET", ENDPOINT_URL) == 2
+
+
+async def test_delete_reports_whether_anything_was_deleted(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    atlas.delete(ENDPOINT_URL, status=204)
+    atlas.delete(ENDPOINT_URL, status=404, payload=atlas_error(404, "RESOURCE_NOT_FOUND"))
+    async with make_client() as client:
+        assert await client.delete_interface_endpoint(REF) is True
+        assert await client.delete_interface_endpoint(REF) is False
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    assert parse_retry_after("5") == 5.0
+    assert parse_retry_after(" 2.5 ") == 2.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+def test_repr_never_shows_the_private_key(make_client: MakeClient) -> None:
+    assert PRIVATE_KEY not in repr(make_client())
+
+
+async def test_connection_refused_is_unreachable_and_never_sent(
+    make_client: MakeClient, sleeps: Sleeps
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with make_client(base_url=f"http://127.0.0.1:{port}", max_retries=1) as client:
+        with pytest.raises(AtlasUnreachableError, match="cannot connect") as caught:
+            await client.get_interface_endpoint(REF)
+    assert caught.value.request_sent is False
+    assert len(sleeps.delays) == 1
+
+
+async def test_timeout_applies_to_each_request(make_client: MakeClient) -> None:
+    release = asyncio.Event()
+
+    async def never_answers(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response(endpoint_body())
+
+    app = web.Application()
+    app.router.add_get(f"/api/atlas/v1.0{REF.path}", never_answers)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        async with make_client(base_url=base, timeout_seconds=0.2, max_retries=0) as client:
+            with pytest.raises(AtlasUnreachableError, match=r"no answer within 0.2 s"):
+                await client.get_interface_endpoint(REF)
+        release.set()
+
+
+async def test_requests_identify_the_monitor_and_ask_for_json(make_client: MakeClient) -> None:
+    seen: list[dict[str, str]] = []
+
+    async def record_headers(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(text=json.dumps(endpoint_body()), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get(f"/api/atlas/v1.0{REF.path}", record_headers)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        async with make_client(base_url=base) as client:
+            await client.get_interface_endpoint(REF)
+    assert seen[0]["User-Agent"] == f"atlas-endpoint-monitor/{__version__}"
+    assert seen[0]["Accept"] == "application/json"
+
+
+async def test_oversized_answer_is_cut_off_not_buffered(make_client: MakeClient) -> None:
+    async def flood(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        chunk = b" " * 65536
+        for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+            await response.write(chunk)
+        return response
+
+    app = web.Application()
+    app.router.add_get(f"/api/atlas/v1.0{REF.path}", flood)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        async with make_client(base_url=base) as client:
+            with pytest.raises(AtlasBadResponseError, match=f"larger than {MAX_BODY_BYTES} bytes"):
+                await client.get_interface_endpoint(REF)
