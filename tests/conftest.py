@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import aioresponses.core as aioresponses_core
 import pytest
+import structlog
 import yaml
 from aioresponses import aioresponses
 from yarl import URL
@@ -91,3 +92,10 @@ def mocked_atlas(monkeypatch: pytest.MonkeyPatch) -> Iterator[aioresponses]:
     monkeypatch.setattr(aioresponses_core, "ClientResponse", _ResponseWithoutUpload)
     with aioresponses() as mocked:
         yield mocked
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """Commands configure structlog globally; each test starts from the defaults again."""
+    yield
+    structlog.reset_defaults()
