@@ -124,6 +124,8 @@ class AtlasError(Exception):
 
     def __init__(self, message: str, *, method: str, path: str) -> None:
         super().__init__(f"{method} {path}: {message}")
+        self.summary = message
+        """What went wrong, without the request; for places that show the endpoint already."""
         self.method = method
         self.path = path
 
@@ -310,7 +312,7 @@ class AtlasClient:
                     try:
                         return await self.get_interface_endpoint(ref)
                     except AtlasNotFoundError:
-                        log.info("atlas_post_not_applied", endpoint=str(ref), cause=str(error))
+                        log.info("atlas_post_not_applied", endpoint=str(ref), cause=error.summary)
                 await self._back_off("POST", ref.collection_path, attempt, error)
                 attempt += 1
 
@@ -339,7 +341,7 @@ class AtlasClient:
             attempt=attempt + 1,
             max_retries=self._max_retries,
             delay_seconds=round(delay, 3),
-            cause=str(error),
+            cause=error.summary,
         )
         await self._sleep(delay)
 

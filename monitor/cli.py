@@ -21,17 +21,16 @@ from monitor.config import (
     resolve_config_path,
 )
 from monitor.demo import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, run_demo
-from monitor.lifecycle import wait_for_stop_signal
+from monitor.lifecycle import serve_simulator_until_stopped
 from monitor.logs import configure_logging
 from monitor.poller import poll_once
 from monitor.report import has_alert, render_json, render_table
 from monitor.simulator import (
+    API_ROOT,
     ScenarioError,
     Simulator,
-    bound_url,
     default_scenario,
     load_scenario,
-    serve,
 )
 
 log = structlog.get_logger(__name__)
@@ -150,22 +149,11 @@ def _simulate(args: argparse.Namespace) -> int:
     private_key = args.private_key or os.environ.get(PRIVATE_KEY_ENV) or DEMO_PRIVATE_KEY
     configure_logging(secrets=[private_key])
     simulator = Simulator(scenario, public_key=public_key, private_key=private_key)
-    return asyncio.run(_serve_until_stopped(simulator, args.host, args.port))
 
+    async def announce(url: str) -> None:
+        log.info("simulator_started", url=url, api_root=API_ROOT)
 
-async def _serve_until_stopped(simulator: Simulator, host: str, port: int) -> int:
-    try:
-        runner = await serve(simulator, host, port)
-    except OSError as error:
-        print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
-        return EXIT_ALERT
-    try:
-        log.info("simulator_started", url=bound_url(runner), api_root="/api/atlas/v1.0")
-        received = await wait_for_stop_signal()
-        log.info("simulator_stopping", signal=received.name)
-    finally:
-        await runner.cleanup()
-    return EXIT_OK
+    return asyncio.run(serve_simulator_until_stopped(simulator, args.host, args.port, announce))
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -10,10 +9,10 @@ import yaml
 from pydantic import SecretStr
 
 from monitor.config import Credentials, Settings, parse_config
-from monitor.lifecycle import wait_for_stop_signal
+from monitor.lifecycle import serve_simulator_until_stopped
 from monitor.poller import poll_once
 from monitor.report import render_table
-from monitor.simulator import Simulator, bound_url, default_scenario, serve
+from monitor.simulator import API_ROOT, Simulator, default_scenario
 
 # Known to everybody on purpose: they only open the local simulator.
 DEMO_PUBLIC_KEY = "demo-public-key"
@@ -31,20 +30,16 @@ def demo_settings(simulator_url: str) -> Settings:
 
 
 async def run_demo(host: str, port: int) -> int:
+    """Poll the freshly started simulator once, show the result, keep it up for exploring."""
     simulator = Simulator(
         default_scenario(), public_key=DEMO_PUBLIC_KEY, private_key=DEMO_PRIVATE_KEY
     )
-    try:
-        runner = await serve(simulator, host, port)
-    except OSError as error:
-        print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
-        return 1
-    try:
-        url = bound_url(runner)
+
+    async def show(url: str) -> None:
         results = await poll_once(demo_settings(url))
         print(render_table(results))
         print(
-            f"\nSimulated Atlas API: {url}/api/atlas/v1.0 (keys {DEMO_PUBLIC_KEY} / "
+            f"\nSimulated Atlas API: {url}{API_ROOT} (keys {DEMO_PUBLIC_KEY} / "
             f"{DEMO_PRIVATE_KEY})\nSimulator stats:     {url}/_simulator/stats\n"
             f"Poll it yourself:    MONGODB_ATLAS_BASE_URL={url} "
             f"MONGODB_ATLAS_PUBLIC_API_KEY={DEMO_PUBLIC_KEY} "
@@ -53,8 +48,5 @@ async def run_demo(host: str, port: int) -> int:
             "Press Ctrl-C to stop.",
             flush=True,
         )
-        await wait_for_stop_signal()
-    finally:
-        await runner.cleanup()
-    print("demo stopped", file=sys.stderr)
-    return 0
+
+    return await serve_simulator_until_stopped(simulator, host, port, show)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -12,8 +20,11 @@ import aioresponses.core as aioresponses_core
 import pytest
 import structlog
 import yaml
+from aiohttp import web
 from aioresponses import aioresponses
 from yarl import URL
+
+from monitor.simulator import Scenario, Simulator, bound_url, serve
 
 GROUP_ID = "5e2211c17a3e5a48f5497de3"
 PRIVATE_LINK_ID = "5e3a1b2c7a3e5a48f5497de4"
@@ -99,3 +110,95 @@ def _reset_structlog() -> Iterator[None]:
     """Commands configure structlog globally; each test starts from the defaults again."""
     yield
     structlog.reset_defaults()
+
+
+StartSimulator = Callable[..., Awaitable[tuple[Simulator, str]]]
+
+
+@pytest.fixture
+async def start_simulator() -> AsyncIterator[StartSimulator]:
+    """Serve simulators on 127.0.0.1 with free ports; returns (simulator, base URL)."""
+    runners: list[web.AppRunner] = []
+
+    async def start(scenario: Scenario | None = None, **options: Any) -> tuple[Simulator, str]:
+        simulator = Simulator(
+            scenario or Scenario(), public_key=PUBLIC_KEY, private_key=PRIVATE_KEY, **options
+        )
+        runner = await serve(simulator, "127.0.0.1", 0)
+        runners.append(runner)
+        return simulator, bound_url(runner)
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+class Process:
+    """A child process whose output lines are collected by a thread, so waits can time out."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "monitor", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if predicate(line):
+                return line
+        raise AssertionError(f"no matching line within {timeout} s; output so far: {self.seen}")
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=5)
+            raise
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MONGODB_ATLAS_", "ATLAS_MONITOR_"))
+    }
+    env.update(CREDENTIALS_ENV)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def simulator_process() -> Iterator[Callable[..., tuple[Process, str]]]:
+    """`atlas-endpoint-monitor simulate` as a real child process on a free port."""
+    started: list[Process] = []
+
+    def start(*extra_args: str) -> tuple[Process, str]:
+        process = Process(["simulate", "--port", "0", *extra_args], subprocess_env())
+        started.append(process)
+        line = process.wait_for_line(lambda text: "simulator_started" in text)
+        return process, json.loads(line)["url"]
+
+    yield start
+    for process in started:
+        if process.popen.poll() is None:
+            process.stop()

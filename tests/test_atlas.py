@@ -32,7 +32,15 @@ from monitor.atlas import (
     EndpointRef,
     parse_retry_after,
 )
-from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_KEY, PRIVATE_LINK_ID, PUBLIC_KEY
+from monitor.simulator import Fault, Scenario, ScenarioEndpoint
+from tests.conftest import (
+    ENDPOINT_ID,
+    GROUP_ID,
+    PRIVATE_KEY,
+    PRIVATE_LINK_ID,
+    PUBLIC_KEY,
+    StartSimulator,
+)
 
 BASE = "https://atlas.test"
 REF = EndpointRef(GROUP_ID, PRIVATE_LINK_ID, ENDPOINT_ID)
@@ -480,3 +488,124 @@ async def test_oversized_answer_is_cut_off_not_buffered(make_client: MakeClient)
         async with make_client(base_url=base) as client:
             with pytest.raises(AtlasBadResponseError, match=f"larger than {MAX_BODY_BYTES} bytes"):
                 await client.get_interface_endpoint(REF)
+
+
+# Against the real simulator over a socket: Digest auth as Atlas does it.
+
+
+def one_endpoint_scenario(**fields: Any) -> Scenario:
+    return Scenario(
+        endpoints=[
+            ScenarioEndpoint(
+                group_id=GROUP_ID,
+                private_link_id=PRIVATE_LINK_ID,
+                interface_endpoint_id=ENDPOINT_ID,
+                **fields,
+            )
+        ]
+    )
+
+
+async def test_digest_handshake_happens_once_then_one_request_per_call(
+    make_client: MakeClient, start_simulator: StartSimulator
+) -> None:
+    simulator, url = await start_simulator(one_endpoint_scenario())
+    exchanges: list[tuple[str, str]] = []
+
+    def observer(method: str, code: str, seconds: float) -> None:
+        exchanges.append((method, code))
+
+    async with make_client(base_url=url, observer=observer) as client:
+        for _ in range(5):
+            endpoint = await client.get_interface_endpoint(REF)
+            assert endpoint.connection_status is ConnectionStatus.AVAILABLE
+    assert simulator.stats.challenges == 1
+    assert simulator.stats.total() == 6
+    assert exchanges == [("GET", "401")] + [("GET", "200")] * 5
+
+
+async def test_wrong_private_key_is_an_auth_error_with_atlas_words(
+    make_client: MakeClient, start_simulator: StartSimulator, sleeps: Sleeps
+) -> None:
+    simulator, url = await start_simulator(one_endpoint_scenario())
+    async with make_client(base_url=url, private_key=SecretStr("not-the-key")) as client:
+        with pytest.raises(AtlasAuthError) as caught:
+            await client.get_interface_endpoint(REF)
+    assert caught.value.status == 401
+    assert caught.value.error_code is None
+    assert caught.value.detail == "You are not authorized for this resource."
+    assert "not-the-key" not in str(caught.value)
+    assert simulator.stats.requests[("GET", 401)] == 2
+    assert sleeps.delays == []
+
+
+async def test_add_then_watch_it_progress(
+    make_client: MakeClient, start_simulator: StartSimulator
+) -> None:
+    now = [1000.0]
+    simulator, url = await start_simulator(Scenario(step_seconds=10), clock=lambda: now[0])
+    async with make_client(base_url=url) as client:
+        with pytest.raises(AtlasNotFoundError):
+            await client.get_interface_endpoint(REF)
+        added = await client.add_interface_endpoint(REF)
+        assert added.connection_status is ConnectionStatus.NONE
+        seen = []
+        for _ in range(4):
+            now[0] += 10
+            seen.append((await client.get_interface_endpoint(REF)).connection_status)
+        assert await client.delete_interface_endpoint(REF) is True
+        assert (await client.get_interface_endpoint(REF)).delete_requested is True
+        now[0] += 10
+        assert await client.delete_interface_endpoint(REF) is False
+    assert seen == [
+        ConnectionStatus.PENDING_ACCEPTANCE,
+        ConnectionStatus.PENDING,
+        ConnectionStatus.AVAILABLE,
+        ConnectionStatus.AVAILABLE,
+    ]
+    assert simulator.stats.by_endpoint[("POST", ENDPOINT_ID)] == 1
+
+
+async def test_stale_nonce_costs_one_extra_round_trip(
+    make_client: MakeClient, start_simulator: StartSimulator
+) -> None:
+    now = [0.0]
+    simulator, url = await start_simulator(
+        one_endpoint_scenario().model_copy(update={"nonce_lifetime_seconds": 60}),
+        clock=lambda: now[0],
+    )
+    async with make_client(base_url=url) as client:
+        await client.get_interface_endpoint(REF)
+        now[0] += 61
+        await client.get_interface_endpoint(REF)
+        await client.get_interface_endpoint(REF)
+    assert simulator.stats.challenges == 2
+    assert simulator.stats.requests[("GET", 200)] == 3
+
+
+async def test_dropped_connections_are_retried_then_unreachable(
+    make_client: MakeClient, start_simulator: StartSimulator, sleeps: Sleeps
+) -> None:
+    simulator, url = await start_simulator(
+        one_endpoint_scenario(faults=[Fault(drop_connection=True)])
+    )
+    async with make_client(base_url=url, max_retries=2) as client:
+        with pytest.raises(AtlasUnreachableError, match="connection failed") as caught:
+            await client.get_interface_endpoint(REF)
+    assert caught.value.request_sent is True
+    assert len(sleeps.delays) == 2
+    # aiohttp itself resends an idempotent request once on a dropped keep-alive connection
+    assert simulator.stats.by_endpoint[("GET", ENDPOINT_ID)] == 6
+
+
+async def test_scripted_429_then_recovery_honours_retry_after(
+    make_client: MakeClient, start_simulator: StartSimulator, sleeps: Sleeps
+) -> None:
+    simulator, url = await start_simulator(
+        one_endpoint_scenario(faults=[Fault(status=429, retry_after=4, times=2)])
+    )
+    async with make_client(base_url=url, jitter=lambda: 0.0) as client:
+        endpoint = await client.get_interface_endpoint(REF)
+    assert endpoint.connection_status is ConnectionStatus.AVAILABLE
+    assert sleeps.delays == [4.0, 4.0]
+    assert simulator.stats.requests[("GET", 429)] == 2
