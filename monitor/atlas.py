@@ -13,6 +13,7 @@ import asyncio
 import email.utils
 import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_RETRY_AFTER_SECONDS: Final = 60.0
 BACKOFF_BASE_SECONDS: Final = 0.5
 BACKOFF_CAP_SECONDS: Final = 30.0
+
+# Id formats, shared by config validation and the simulator's path checks.
+OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
+"""Atlas project (group) and private endpoint service ids."""
+INTERFACE_ENDPOINT_ID = re.compile(r"vpce-(?:[0-9a-f]{8}|[0-9a-f]{17})")
+"""AWS VPC interface endpoint ids: the short (legacy) and the long form."""
 
 log = structlog.get_logger(__name__)
 

@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from monitor.atlas import EndpointRef
+from monitor.atlas import INTERFACE_ENDPOINT_ID, OBJECT_ID, EndpointRef
 
 DEFAULT_BASE_URL = "https://cloud.mongodb.com"
 DEFAULT_PORT = 9479
@@ -35,8 +35,6 @@ PUBLIC_KEY_ENV = "MONGODB_ATLAS_PUBLIC_API_KEY"
 PRIVATE_KEY_ENV = "MONGODB_ATLAS_PRIVATE_API_KEY"
 PRIVATE_KEY_FILE_ENV = "MONGODB_ATLAS_PRIVATE_API_KEY_FILE"
 
-_OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
-_INTERFACE_ENDPOINT_ID = re.compile(r"vpce-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Labels the exporter sets itself; a user label with one of these names would clash.
 RESERVED_LABELS = frozenset(
@@ -53,13 +51,13 @@ class ConfigError(Exception):
 
 
 def _object_id(value: str) -> str:
-    if not _OBJECT_ID.fullmatch(value):
+    if not OBJECT_ID.fullmatch(value):
         raise ValueError(f"must be 24 hexadecimal characters, got {value!r}")
     return value.lower()
 
 
 def _interface_endpoint_id(value: str) -> str:
-    if not _INTERFACE_ENDPOINT_ID.fullmatch(value):
+    if not INTERFACE_ENDPOINT_ID.fullmatch(value):
         raise ValueError(
             f"must be 'vpce-' followed by 8 or 17 lowercase hexadecimal characters, got {value!r}"
         )

@@ -77,6 +77,8 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.atlas import INTERFACE_ENDPOINT_ID, OBJECT_ID
+
 __all__ = [
     "API_ROOT",
     "Fault",
@@ -132,10 +134,9 @@ class _IdFormat:
         return value
 
 
-_OBJECT_ID = _IdFormat(re.compile(r"[0-9a-fA-F]{24}"), "24 hexadecimal digits")
+_OBJECT_ID = _IdFormat(OBJECT_ID, "24 hexadecimal digits")
 _INTERFACE_ENDPOINT_ID = _IdFormat(
-    re.compile(r"vpce-(?:[0-9a-f]{17}|[0-9a-f]{8})"),
-    "'vpce-' followed by 8 or 17 lowercase hexadecimal digits",
+    INTERFACE_ENDPOINT_ID, "'vpce-' followed by 8 or 17 lowercase hexadecimal digits"
 )
 _PATH_ID_FORMATS = {
     "groupId": _OBJECT_ID,
