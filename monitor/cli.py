@@ -13,7 +13,6 @@ import structlog
 from monitor import __version__
 from monitor.config import (
     PRIVATE_KEY_ENV,
-    PRIVATE_KEY_FILE_ENV,
     PUBLIC_KEY_ENV,
     ConfigError,
     Settings,
@@ -38,6 +37,7 @@ log = structlog.get_logger(__name__)
 EXIT_OK = 0
 EXIT_ALERT = 1
 EXIT_INVALID_CONFIG = 2
+EXIT_INTERRUPTED = 130
 SIMULATOR_PORT = 9480
 
 
@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
-        return EXIT_OK
+        return EXIT_INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,7 +109,6 @@ def _check(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_INVALID_CONFIG
     config = settings.config
-    key_source = PRIVATE_KEY_FILE_ENV if os.environ.get(PRIVATE_KEY_FILE_ENV) else PRIVATE_KEY_ENV
     print(
         f"{settings.source}: valid\n"
         f"  endpoints:    {len(config.endpoints)}\n"
@@ -118,7 +117,7 @@ def _check(args: argparse.Namespace) -> int:
         f"{config.poll.concurrency} at a time\n"
         f"  server:       {config.server.host}:{config.server.port}\n"
         f"  credentials:  public key {settings.credentials.public_key}, private key from "
-        f"{key_source}"
+        f"{settings.credentials.private_key_source}"
     )
     return EXIT_OK
 

@@ -105,6 +105,12 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
 
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        """``INFO`` and ``info`` mean the same to every operator."""
+        return value.lower() if isinstance(value, str) else value
+
 
 class AddMissingSettings(_Section):
     enabled: bool = False
@@ -167,6 +173,8 @@ class MonitorConfig(_Section):
 class Credentials:
     public_key: str
     private_key: SecretStr
+    private_key_source: str
+    """The environment variable (and file) the private key came from, for ``check``."""
 
 
 @dataclass(frozen=True)
@@ -275,32 +283,34 @@ def _credentials_from(env: Mapping[str, str]) -> tuple[Credentials | None, list[
     public_key = env.get(PUBLIC_KEY_ENV, "").strip()
     if not public_key:
         problems.append(f"env.{PUBLIC_KEY_ENV}: not set (the Atlas programmatic API public key)")
-    private_key, private_problem = _private_key_from(env)
-    if private_problem:
-        problems.append(private_problem)
-    if problems or private_key is None:
+    try:
+        private_key, source = _private_key_from(env)
+    except ConfigError as error:
+        return None, problems + error.problems
+    if problems:
         return None, problems
-    return Credentials(public_key=public_key, private_key=SecretStr(private_key)), []
+    return Credentials(public_key, private_key, source), []
 
 
-def _private_key_from(env: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """The key comes from exactly one place, so an operator is never unsure which one is used."""
+def _private_key_from(env: Mapping[str, str]) -> tuple[SecretStr, str]:
+    """The key and where it came from: exactly one place, so an operator is never unsure."""
     inline = env.get(PRIVATE_KEY_ENV, "").strip()
     key_file = env.get(PRIVATE_KEY_FILE_ENV, "").strip()
     if inline and key_file:
-        return (
-            None,
-            f"env.{PRIVATE_KEY_ENV}: set only one of {PRIVATE_KEY_ENV} and {PRIVATE_KEY_FILE_ENV}",
+        raise ConfigError(
+            [f"env.{PRIVATE_KEY_ENV}: set only one of {PRIVATE_KEY_ENV} and {PRIVATE_KEY_FILE_ENV}"]
         )
     if inline:
-        return inline, None
+        return SecretStr(inline), PRIVATE_KEY_ENV
     if not key_file:
-        return None, f"env.{PRIVATE_KEY_ENV}: not set (nor {PRIVATE_KEY_FILE_ENV})"
+        raise ConfigError([f"env.{PRIVATE_KEY_ENV}: not set (nor {PRIVATE_KEY_FILE_ENV})"])
     try:
         from_file = Path(key_file).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or type(error).__name__
-        return None, f"env.{PRIVATE_KEY_FILE_ENV}: cannot read {key_file}: {reason}"
+        raise ConfigError(
+            [f"env.{PRIVATE_KEY_FILE_ENV}: cannot read {key_file}: {reason}"]
+        ) from None
     if not from_file:
-        return None, f"env.{PRIVATE_KEY_FILE_ENV}: {key_file} is empty"
-    return from_file, None
+        raise ConfigError([f"env.{PRIVATE_KEY_FILE_ENV}: {key_file} is empty"])
+    return SecretStr(from_file), f"{PRIVATE_KEY_FILE_ENV} ({key_file})"

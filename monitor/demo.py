@@ -25,7 +25,7 @@ def demo_settings(simulator_url: str) -> Settings:
     source = resources.files("monitor") / "resources" / DEMO_CONFIG
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
     config = parse_config(raw, {"MONGODB_ATLAS_BASE_URL": simulator_url})
-    credentials = Credentials(DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY))
+    credentials = Credentials(DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), "the demo")
     return Settings(config=config, credentials=credentials, source=Path(str(source)))
 
 

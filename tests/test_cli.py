@@ -35,6 +35,23 @@ def test_check_accepts_a_valid_config(
     assert PRIVATE_KEY not in out + err
 
 
+def test_check_says_where_the_private_key_came_from(
+    write_config: WriteConfig,
+    credentials_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text(PRIVATE_KEY, encoding="utf-8")
+    monkeypatch.delenv("MONGODB_ATLAS_PRIVATE_API_KEY")
+    monkeypatch.setenv("MONGODB_ATLAS_PRIVATE_API_KEY_FILE", str(key_file))
+    assert main(["check", "--config", str(write_config())]) == 0
+    out = capsys.readouterr().out
+    assert f"private key from MONGODB_ATLAS_PRIVATE_API_KEY_FILE ({key_file})" in out
+    assert PRIVATE_KEY not in out
+
+
 def test_check_lists_every_problem_with_its_field_and_exits_2(
     write_config: WriteConfig, credentials_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -181,6 +181,11 @@ def test_same_interface_endpoint_under_another_private_link_is_not_a_duplicate()
     assert len(parse_config(document, {}).endpoints) == 2
 
 
+def test_log_settings_accept_any_case() -> None:
+    config = parse_config(config_document(log={"level": "WARNING", "format": "Console"}), {})
+    assert (config.log.level, config.log.format) == ("warning", "console")
+
+
 def test_base_url_comes_from_env_when_set() -> None:
     config = parse_config(
         config_document(atlas={"base_url": "https://example.invalid"}),
