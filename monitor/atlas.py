@@ -249,6 +249,7 @@ class AtlasClient:
         self._sleep = sleep
         self._jitter = jitter
         self._session: aiohttp.ClientSession | None = None
+        self._first_exchange_done: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return f"AtlasClient(api_url={self._api_url!r}, public_key={self._public_key!r})"
@@ -355,12 +356,33 @@ class AtlasClient:
     async def _exchange(
         self, method: str, path: str, json_body: Mapping[str, Any] | None = None
     ) -> object:
-        """One request (plus its digest challenge) and its classified answer."""
+        """One request (plus its digest challenge) and its classified answer.
+
+        The session's very first exchange runs alone: it fetches the Digest challenge that
+        every later request then answers preemptively. Were the first requests of a
+        concurrent cycle sent together, each would pay its own 401 round trip.
+        """
         if self._session is None:
             raise RuntimeError("AtlasClient used outside 'async with'")
+        if self._first_exchange_done is None:
+            self._first_exchange_done = asyncio.Event()
+            try:
+                return await self._send(self._session, method, path, json_body)
+            finally:
+                self._first_exchange_done.set()
+        await self._first_exchange_done.wait()
+        return await self._send(self._session, method, path, json_body)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        json_body: Mapping[str, Any] | None,
+    ) -> object:
         url = self._api_url + path
         try:
-            async with self._session.request(
+            async with session.request(
                 method, url, json=json_body, allow_redirects=False
             ) as response:
                 body = await _read_capped(response, method, path)

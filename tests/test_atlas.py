@@ -438,6 +438,22 @@ async def test_connection_refused_is_unreachable_and_never_sent(
     assert len(sleeps.delays) == 1
 
 
+async def test_a_failed_first_exchange_does_not_hold_up_the_others(
+    make_client: MakeClient,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with make_client(base_url=f"http://127.0.0.1:{port}", max_retries=0) as client:
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(
+                *(client.get_interface_endpoint(REF) for _ in range(3)), return_exceptions=True
+            ),
+            10,
+        )
+    assert [type(outcome) for outcome in outcomes] == [AtlasUnreachableError] * 3
+
+
 async def test_timeout_applies_to_each_request(make_client: MakeClient) -> None:
     release = asyncio.Event()
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from monitor.atlas import (
+    AtlasClient,
     AtlasServerError,
     ConnectionStatus,
     EndpointRef,
@@ -14,7 +16,8 @@ from monitor.atlas import (
 )
 from monitor.config import EndpointConfig
 from monitor.poller import poll_endpoints
-from tests.conftest import GROUP_ID, PRIVATE_LINK_ID
+from monitor.simulator import Scenario, ScenarioEndpoint
+from tests.conftest import GROUP_ID, PRIVATE_KEY, PRIVATE_LINK_ID, PUBLIC_KEY, StartSimulator
 
 
 def endpoints(count: int) -> list[EndpointConfig]:
@@ -85,3 +88,34 @@ async def test_results_keep_config_order_and_failures_stay_local() -> None:
 
 async def test_no_endpoints_means_no_work() -> None:
     assert await poll_endpoints(GatedClient(), [], concurrency=8) == []
+
+
+async def test_a_concurrent_first_cycle_pays_the_digest_challenge_once(
+    start_simulator: StartSimulator,
+) -> None:
+    configured = endpoints(12)
+    scenario = Scenario(
+        endpoints=[
+            ScenarioEndpoint(
+                **endpoint.model_dump(
+                    include={"group_id", "private_link_id", "interface_endpoint_id"}
+                )
+            )
+            for endpoint in configured
+        ]
+    )
+    simulator, url = await start_simulator(scenario)
+    client = AtlasClient(
+        base_url=url,
+        public_key=PUBLIC_KEY,
+        private_key=SecretStr(PRIVATE_KEY),
+        timeout_seconds=5,
+        max_retries=0,
+        max_connections=4,
+    )
+    async with client:
+        for _ in range(2):
+            results = await asyncio.wait_for(poll_endpoints(client, configured, concurrency=4), 10)
+            assert all(result.up for result in results)
+    assert simulator.stats.challenges == 1
+    assert simulator.stats.total() == 1 + 2 * 12
