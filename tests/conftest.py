@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -174,6 +175,14 @@ class Process:
             self.popen.kill()
             self.popen.wait(timeout=5)
             raise
+
+
+def unused_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +39,7 @@ from tests.conftest import (
     PRIVATE_LINK_ID,
     PUBLIC_KEY,
     StartSimulator,
+    unused_port,
 )
 
 BASE = "https://atlas.test"
@@ -428,9 +428,7 @@ def test_repr_never_shows_the_private_key(make_client: MakeClient) -> None:
 async def test_connection_refused_is_unreachable_and_never_sent(
     make_client: MakeClient, sleeps: Sleeps
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     async with make_client(base_url=f"http://127.0.0.1:{port}", max_retries=1) as client:
         with pytest.raises(AtlasUnreachableError, match="cannot connect") as caught:
             await client.get_interface_endpoint(REF)
@@ -441,9 +439,7 @@ async def test_connection_refused_is_unreachable_and_never_sent(
 async def test_a_failed_first_exchange_does_not_hold_up_the_others(
     make_client: MakeClient,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     async with make_client(base_url=f"http://127.0.0.1:{port}", max_retries=0) as client:
         outcomes = await asyncio.wait_for(
             asyncio.gather(

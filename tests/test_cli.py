@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from tests.conftest import (
     config_document,
     endpoint_entry,
     subprocess_env,
+    unused_port,
 )
 
 
@@ -250,9 +250,7 @@ def test_invalid_scenario_exits_2_naming_the_field(tmp_path: Path) -> None:
 
 
 def test_demo_polls_the_simulator_prints_urls_and_stops_on_sigint() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     demo = Process(["demo", "--simulator-port", str(port)], subprocess_env())
     try:
         demo.wait_for_line(lambda line: line.startswith("Press Ctrl-C"))
