@@ -403,7 +403,20 @@ class AtlasClient:
                 path=path,
                 request_sent=False,
             ) from None
-        except (aiohttp.ClientError, OSError) as error:
+        except aiohttp.ClientError as error:
+            if type(error) is aiohttp.ClientError:
+                # The bare class is what the Digest middleware raises for a challenge it
+                # cannot answer: Atlas (or what poses as it) spoke, but not Digest as agreed.
+                raise AtlasBadResponseError(
+                    f"unusable Digest challenge: {error}", method=method, path=path
+                ) from None
+            raise AtlasUnreachableError(
+                f"connection failed: {type(error).__name__}: {error}",
+                method=method,
+                path=path,
+                request_sent=True,
+            ) from None
+        except OSError as error:
             raise AtlasUnreachableError(
                 f"connection failed: {type(error).__name__}: {error}",
                 method=method,

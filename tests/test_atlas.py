@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiohttp.typedefs import Handler
 from aioresponses import aioresponses
 from pydantic import SecretStr
 from yarl import URL
@@ -104,6 +105,27 @@ def make_client(sleeps: Sleeps) -> Callable[..., AtlasClient]:
 @pytest.fixture
 def atlas(mocked_atlas: aioresponses) -> aioresponses:
     return mocked_atlas
+
+
+ServeEndpoint = Callable[[Handler], Awaitable[str]]
+
+
+@pytest.fixture
+async def serve_endpoint() -> AsyncIterator[ServeEndpoint]:
+    """A hand-written answer for REF's GET route on 127.0.0.1; returns the base URL."""
+    servers: list[TestServer] = []
+
+    async def serve(handler: Handler) -> str:
+        app = web.Application()
+        app.router.add_get(f"/api/atlas/v1.0{REF.path}", handler)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return str(server.make_url("")).rstrip("/")
+
+    yield serve
+    for server in servers:
+        await server.close()
 
 
 def calls(mocked: aioresponses, method: str, url: str) -> int:
@@ -450,41 +472,55 @@ async def test_a_failed_first_exchange_does_not_hold_up_the_others(
     assert [type(outcome) for outcome in outcomes] == [AtlasUnreachableError] * 3
 
 
-async def test_timeout_applies_to_each_request(make_client: MakeClient) -> None:
+async def test_an_unusable_digest_challenge_is_a_bad_answer_not_retried(
+    make_client: MakeClient, serve_endpoint: ServeEndpoint, sleeps: Sleeps
+) -> None:
+    async def odd_challenge(request: web.Request) -> web.Response:
+        challenge = 'Digest realm="MMS Public API", nonce="abc", algorithm=SHA-999, qop="auth"'
+        return web.json_response(
+            {"error": 401}, status=401, headers={"WWW-Authenticate": challenge}
+        )
+
+    async with make_client(base_url=await serve_endpoint(odd_challenge)) as client:
+        with pytest.raises(AtlasBadResponseError, match="unusable Digest challenge"):
+            await client.get_interface_endpoint(REF)
+    assert sleeps.delays == []
+
+
+async def test_timeout_applies_to_each_request(
+    make_client: MakeClient, serve_endpoint: ServeEndpoint
+) -> None:
     release = asyncio.Event()
 
     async def never_answers(request: web.Request) -> web.Response:
         await release.wait()
         return web.json_response(endpoint_body())
 
-    app = web.Application()
-    app.router.add_get(f"/api/atlas/v1.0{REF.path}", never_answers)
-    async with TestServer(app, host="127.0.0.1") as server:
-        base = str(server.make_url("")).rstrip("/")
-        async with make_client(base_url=base, timeout_seconds=0.2, max_retries=0) as client:
-            with pytest.raises(AtlasUnreachableError, match=r"no answer within 0.2 s"):
-                await client.get_interface_endpoint(REF)
-        release.set()
+    base = await serve_endpoint(never_answers)
+    async with make_client(base_url=base, timeout_seconds=0.2, max_retries=0) as client:
+        with pytest.raises(AtlasUnreachableError, match=r"no answer within 0.2 s"):
+            await client.get_interface_endpoint(REF)
+    release.set()
 
 
-async def test_requests_identify_the_monitor_and_ask_for_json(make_client: MakeClient) -> None:
+async def test_requests_identify_the_monitor_and_ask_for_json(
+    make_client: MakeClient, serve_endpoint: ServeEndpoint
+) -> None:
     seen: list[dict[str, str]] = []
 
     async def record_headers(request: web.Request) -> web.Response:
         seen.append(dict(request.headers))
         return web.Response(text=json.dumps(endpoint_body()), content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get(f"/api/atlas/v1.0{REF.path}", record_headers)
-    async with TestServer(app, host="127.0.0.1") as server:
-        base = str(server.make_url("")).rstrip("/")
-        async with make_client(base_url=base) as client:
-            await client.get_interface_endpoint(REF)
+    async with make_client(base_url=await serve_endpoint(record_headers)) as client:
+        await client.get_interface_endpoint(REF)
     assert seen[0]["User-Agent"] == f"atlas-endpoint-monitor/{__version__}"
     assert seen[0]["Accept"] == "application/json"
 
 
-async def test_oversized_answer_is_cut_off_not_buffered(make_client: MakeClient) -> None:
+async def test_oversized_answer_is_cut_off_not_buffered(
+    make_client: MakeClient, serve_endpoint: ServeEndpoint
+) -> None:
     async def flood(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
@@ -493,13 +529,9 @@ async def test_oversized_answer_is_cut_off_not_buffered(make_client: MakeClient)
             await response.write(chunk)
         return response
 
-    app = web.Application()
-    app.router.add_get(f"/api/atlas/v1.0{REF.path}", flood)
-    async with TestServer(app, host="127.0.0.1") as server:
-        base = str(server.make_url("")).rstrip("/")
-        async with make_client(base_url=base) as client:
-            with pytest.raises(AtlasBadResponseError, match=f"larger than {MAX_BODY_BYTES} bytes"):
-                await client.get_interface_endpoint(REF)
+    async with make_client(base_url=await serve_endpoint(flood)) as client:
+        with pytest.raises(AtlasBadResponseError, match=f"larger than {MAX_BODY_BYTES} bytes"):
+            await client.get_interface_endpoint(REF)
 
 
 # Against the real simulator over a socket: Digest auth as Atlas does it.
