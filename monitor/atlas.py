@@ -389,40 +389,21 @@ class AtlasClient:
                 return _interpret(method, path, response.status, response.headers, body)
         except AtlasError:
             raise
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+            cause = getattr(error, "os_error", None)
+            reason = (cause.strerror if cause else None) or str(cause or "timed out")
+            message, request_sent = f"cannot connect: {reason}", False
         except TimeoutError:
-            raise AtlasUnreachableError(
-                f"no answer within {self._timeout.total:g} s",
-                method=method,
-                path=path,
-                request_sent=True,
-            ) from None
-        except aiohttp.ClientConnectorError as error:
-            raise AtlasUnreachableError(
-                f"cannot connect: {error.os_error.strerror or error.os_error}",
-                method=method,
-                path=path,
-                request_sent=False,
-            ) from None
-        except aiohttp.ClientError as error:
+            message, request_sent = f"no answer within {self._timeout.total:g} s", True
+        except (aiohttp.ClientError, OSError) as error:
             if type(error) is aiohttp.ClientError:
                 # The bare class is what the Digest middleware raises for a challenge it
                 # cannot answer: Atlas (or what poses as it) spoke, but not Digest as agreed.
                 raise AtlasBadResponseError(
                     f"unusable Digest challenge: {error}", method=method, path=path
                 ) from None
-            raise AtlasUnreachableError(
-                f"connection failed: {type(error).__name__}: {error}",
-                method=method,
-                path=path,
-                request_sent=True,
-            ) from None
-        except OSError as error:
-            raise AtlasUnreachableError(
-                f"connection failed: {type(error).__name__}: {error}",
-                method=method,
-                path=path,
-                request_sent=True,
-            ) from None
+            message, request_sent = f"connection failed: {type(error).__name__}: {error}", True
+        raise AtlasUnreachableError(message, method=method, path=path, request_sent=request_sent)
 
     async def _observe_exchange(
         self, request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType

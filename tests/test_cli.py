@@ -132,14 +132,22 @@ def test_help_works_on_every_command(command: list[str]) -> None:
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "demo.yaml"
 
 
-def test_once_against_the_demo_scenario_prints_the_table_and_exits_1(
+@pytest.fixture
+def demo_atlas(
     simulator_process: Callable[..., tuple[Process, str]],
     credentials_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+) -> str:
+    """The simulator's demo scenario in its own process, and the env pointing at it."""
     _, url = simulator_process()
     monkeypatch.setenv("MONGODB_ATLAS_BASE_URL", url)
+    return url
+
+
+@pytest.mark.usefixtures("demo_atlas")
+def test_once_against_the_demo_scenario_prints_the_table_and_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["once", "--config", str(DEMO_CONFIG)]) == 1
     out, err = capsys.readouterr()
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
@@ -156,14 +164,8 @@ def test_once_against_the_demo_scenario_prints_the_table_and_exits_1(
     assert PRIVATE_KEY not in out + err
 
 
-def test_once_json_has_one_object_per_endpoint(
-    simulator_process: Callable[..., tuple[Process, str]],
-    credentials_env: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    _, url = simulator_process()
-    monkeypatch.setenv("MONGODB_ATLAS_BASE_URL", url)
+@pytest.mark.usefixtures("demo_atlas")
+def test_once_json_has_one_object_per_endpoint(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["once", "--config", str(DEMO_CONFIG), "--output", "json"]) == 1
     records = {record["name"]: record for record in json.loads(capsys.readouterr().out)}
     assert len(records) == 7
