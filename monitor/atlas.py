@@ -255,6 +255,7 @@ class AtlasClient:
         return f"AtlasClient(api_url={self._api_url!r}, public_key={self._public_key!r})"
 
     async def __aenter__(self) -> AtlasClient:
+        self._first_exchange_done = None
         middlewares: list[aiohttp.ClientMiddlewareType] = [
             aiohttp.DigestAuthMiddleware(
                 self._public_key, self._private_key.get_secret_value(), preemptive=True

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import structlog
 
 from monitor import __version__
+from monitor.atlas import API_ROOT
 from monitor.config import (
     PRIVATE_KEY_ENV,
     PUBLIC_KEY_ENV,
@@ -24,13 +25,7 @@ from monitor.lifecycle import serve_simulator_until_stopped
 from monitor.logs import configure_logging
 from monitor.poller import poll_once
 from monitor.report import has_alert, render_json, render_table
-from monitor.simulator import (
-    API_ROOT,
-    ScenarioError,
-    Simulator,
-    default_scenario,
-    load_scenario,
-)
+from monitor.simulator import ScenarioError, Simulator, default_scenario, load_scenario
 
 log = structlog.get_logger(__name__)
 
@@ -98,10 +93,12 @@ def _load(args: argparse.Namespace) -> Settings | None:
     try:
         return load_settings(resolve_config_path(args.config, os.environ))
     except ConfigError as error:
-        print("invalid configuration:", file=sys.stderr)
-        for problem in error.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems("invalid configuration:", error.problems)
         return None
+
+
+def _print_problems(title: str, problems: Sequence[str]) -> None:
+    print(title, *(f"  {problem}" for problem in problems), sep="\n", file=sys.stderr)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -142,7 +139,7 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(args.scenario) if args.scenario else default_scenario()
     except ScenarioError as error:
-        print(f"invalid scenario:\n  {error}".replace("\n", "\n  "), file=sys.stderr)
+        _print_problems("invalid scenario:", error.problems)
         return EXIT_INVALID_CONFIG
     public_key = args.public_key or os.environ.get(PUBLIC_KEY_ENV) or DEMO_PUBLIC_KEY
     private_key = args.private_key or os.environ.get(PRIVATE_KEY_ENV) or DEMO_PRIVATE_KEY

@@ -8,11 +8,12 @@ from pathlib import Path
 import yaml
 from pydantic import SecretStr
 
-from monitor.config import Credentials, Settings, parse_config
+from monitor.atlas import API_ROOT
+from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_simulator_until_stopped
 from monitor.poller import poll_once
 from monitor.report import render_table
-from monitor.simulator import API_ROOT, Simulator, default_scenario
+from monitor.simulator import Simulator, default_scenario
 
 # Known to everybody on purpose: they only open the local simulator.
 DEMO_PUBLIC_KEY = "demo-public-key"
@@ -24,7 +25,7 @@ def demo_settings(simulator_url: str) -> Settings:
     """The packaged demo config, pointed at wherever the simulator really listens."""
     source = resources.files("monitor") / "resources" / DEMO_CONFIG
     raw = yaml.safe_load(source.read_text(encoding="utf-8"))
-    config = parse_config(raw, {"MONGODB_ATLAS_BASE_URL": simulator_url})
+    config = parse_config(raw, {BASE_URL_ENV: simulator_url})
     credentials = Credentials(DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), "the demo")
     return Settings(config=config, credentials=credentials, source=Path(str(source)))
 

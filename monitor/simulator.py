@@ -77,7 +77,7 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.atlas import INTERFACE_ENDPOINT_ID, OBJECT_ID
+from monitor.atlas import API_ROOT, INTERFACE_ENDPOINT_ID, OBJECT_ID
 
 __all__ = [
     "API_ROOT",
@@ -96,7 +96,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-API_ROOT = "/api/atlas/v1.0"
 REALM = "MMS Public API"
 UNAUTHORIZED_BODY = {
     "error": 401,
