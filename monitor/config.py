@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -50,6 +51,13 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
 
 
+def _text_id(value: object) -> object:
+    """YAML reads an all-digit id as a number and drops its leading zeros: say so."""
+    if isinstance(value, int | float):
+        raise ValueError(f"must be text; quote it in YAML ('{value}')")
+    return value
+
+
 def _object_id(value: str) -> str:
     if not OBJECT_ID.fullmatch(value):
         raise ValueError(f"must be 24 hexadecimal characters, got {value!r}")
@@ -64,8 +72,10 @@ def _interface_endpoint_id(value: str) -> str:
     return value
 
 
-ObjectId = Annotated[str, AfterValidator(_object_id)]
-InterfaceEndpointId = Annotated[str, AfterValidator(_interface_endpoint_id)]
+ObjectId = Annotated[str, BeforeValidator(_text_id), AfterValidator(_object_id)]
+InterfaceEndpointId = Annotated[
+    str, BeforeValidator(_text_id), AfterValidator(_interface_endpoint_id)
+]
 
 
 class _Section(BaseModel):

@@ -65,6 +65,10 @@ def test_minimal_config_gets_contract_defaults() -> None:
             "endpoints.0.group_id: must be 24 hexadecimal characters",
         ),
         (
+            config_document(endpoints=[endpoint_entry(group_id=123456789012345678901234)]),
+            "endpoints.0.group_id: must be text; quote it in YAML",
+        ),
+        (
             config_document(endpoints=[endpoint_entry(private_link_id="zz" * 12)]),
             "endpoints.0.private_link_id: must be 24 hexadecimal characters",
         ),
