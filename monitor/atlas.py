@@ -308,31 +308,41 @@ class AtlasClient:
         the endpoint, so before trying again we GET it: if it exists, that is our answer.
         Only a 429 or a connection that was never made is retried directly.
         """
-        body = {"interfaceEndpointId": ref.interface_endpoint_id}
-        attempt = 0
-        while True:
-            try:
-                document = await self._exchange("POST", ref.collection_path, body)
-                return _endpoint_from(document, ref, "POST")
-            except _TRANSIENT_ERRORS as error:
-                if attempt >= self._max_retries or _wait_too_long(error):
-                    raise
-                if _outcome_unknown(error):
-                    try:
-                        return await self.get_interface_endpoint(ref)
-                    except AtlasNotFoundError:
-                        log.info("atlas_post_not_applied", endpoint=str(ref), cause=error.summary)
-                await self._back_off("POST", ref.collection_path, attempt, error)
-                attempt += 1
 
-    async def _with_retries(self, method: str, path: str) -> object:
+        async def find_applied_post(error: AtlasError) -> object | None:
+            if not _outcome_unknown(error):
+                return None
+            try:
+                return await self._with_retries("GET", ref.path)
+            except AtlasNotFoundError:
+                log.info("atlas_post_not_applied", endpoint=str(ref), cause=error.summary)
+                return None
+
+        body = {"interfaceEndpointId": ref.interface_endpoint_id}
+        document = await self._with_retries(
+            "POST", ref.collection_path, body, before_retry=find_applied_post
+        )
+        return _endpoint_from(document, ref, "POST")
+
+    async def _with_retries(
+        self,
+        method: str,
+        path: str,
+        json_body: Mapping[str, Any] | None = None,
+        before_retry: Callable[[AtlasError], Awaitable[object | None]] | None = None,
+    ) -> object:
+        """Retry transient failures; ``before_retry`` may answer instead of a new attempt."""
         attempt = 0
         while True:
             try:
-                return await self._exchange(method, path)
+                return await self._exchange(method, path, json_body)
             except _TRANSIENT_ERRORS as error:
                 if attempt >= self._max_retries or _wait_too_long(error):
                     raise
+                if before_retry is not None:
+                    answer = await before_retry(error)
+                    if answer is not None:
+                        return answer
                 await self._back_off(method, path, attempt, error)
                 attempt += 1
 
