@@ -1,10 +1,26 @@
-"""Alert names and the conditions a single observation shows by itself."""
+"""Alert names, the conditions a single observation shows, and the alert log line itself."""
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+import structlog
 
 from monitor.atlas import AtlasNotFoundError, ConnectionStatus, InterfaceEndpoint
+
+if TYPE_CHECKING:
+    from monitor.config import EndpointConfig
+    from monitor.state import AlertEvent
+
+ALERT_EVENT = "alert"
+
+# Alerts are the product: they are written whatever log.level says, so an operator who
+# turns logging down to "error" still sees endpoints recover.
+_alert_log = structlog.wrap_logger(
+    None, wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG)
+)
 
 
 class AlertName(StrEnum):
@@ -22,7 +38,7 @@ def observed_conditions(
 
     A failed poll (other than 404) counts as ``unreachable`` here; the daemon instead waits
     for several consecutive failures, and ``stuck`` needs time in status, so both of those
-    thresholds are applied where history is kept.
+    thresholds are applied where history is kept (``monitor.state``).
     """
     if answer is None:
         if isinstance(error, AtlasNotFoundError):
@@ -34,3 +50,27 @@ def observed_conditions(
     if answer.error_message is not None:
         conditions.add(AlertName.ERROR_MESSAGE)
     return frozenset(conditions)
+
+
+def emit_alert(endpoint: EndpointConfig, event: AlertEvent) -> None:
+    """One JSON line with exactly the contract's fields; level and timestamp come from
+    the logging pipeline (error when firing, info when resolved)."""
+    fields = {
+        "alert": event.alert.value,
+        "state": "firing" if event.firing else "resolved",
+        "group_id": endpoint.group_id,
+        "private_link_id": endpoint.private_link_id,
+        "interface_endpoint_id": endpoint.interface_endpoint_id,
+        "name": endpoint.display_name,
+        "connection_status": _status(event.connection_status),
+        "previous_status": _status(event.previous_status),
+        "error_message": event.error_message,
+    }
+    if event.firing:
+        _alert_log.error(ALERT_EVENT, **fields)
+    else:
+        _alert_log.info(ALERT_EVENT, **fields)
+
+
+def _status(status: ConnectionStatus | None) -> str | None:
+    return None if status is None else status.value

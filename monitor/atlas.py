@@ -194,6 +194,13 @@ class AtlasUnreachableError(AtlasError):
         self.request_sent = request_sent
 
 
+def describe_failure(error: BaseException) -> str:
+    """What went wrong, without the request: for places that already name the endpoint."""
+    if isinstance(error, AtlasError):
+        return error.summary
+    return f"{type(error).__name__}: {error}"
+
+
 _TRANSIENT_ERRORS = (AtlasRateLimitedError, AtlasServerError, AtlasUnreachableError)
 _ERROR_BY_STATUS: Mapping[int, type[AtlasApiError]] = {
     401: AtlasAuthError,

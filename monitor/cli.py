@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -21,10 +22,11 @@ from monitor.config import (
     resolve_config_path,
 )
 from monitor.demo import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, run_demo
-from monitor.lifecycle import serve_simulator_until_stopped
+from monitor.lifecycle import serve_on_stack, serve_until_stopped
 from monitor.logs import configure_logging
 from monitor.poller import poll_once
 from monitor.report import has_alert, render_json, render_table
+from monitor.server import start_daemon
 from monitor.simulator import ScenarioError, Simulator, default_scenario, load_scenario
 
 log = structlog.get_logger(__name__)
@@ -52,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
+    run = commands.add_parser("run", help="the daemon: poll, serve /metrics, log alerts")
+    _add_config_argument(run)
+    run.set_defaults(handler=_run)
+
     check = commands.add_parser("check", help="validate the config and the presence of credentials")
     _add_config_argument(check)
     check.set_defaults(handler=_check)
@@ -78,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the simulator and the monitor against it")
     demo.add_argument("--simulator-host", default="127.0.0.1")
     demo.add_argument("--simulator-port", type=int, default=SIMULATOR_PORT)
+    demo.add_argument(
+        "--port", type=int, help="port of the daemon's /metrics (default: the demo config's)"
+    )
     demo.set_defaults(handler=_demo)
     return parser
 
@@ -99,6 +108,26 @@ def _load(args: argparse.Namespace) -> Settings | None:
 
 def _print_problems(title: str, problems: Sequence[str]) -> None:
     print(title, *(f"  {problem}" for problem in problems), sep="\n", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    if settings is None:
+        return EXIT_INVALID_CONFIG
+    _configure_daemon_logging(settings)
+
+    async def start(services: contextlib.AsyncExitStack) -> None:
+        await start_daemon(services, settings)
+
+    return asyncio.run(serve_until_stopped(start))
+
+
+def _configure_daemon_logging(settings: Settings) -> None:
+    configure_logging(
+        settings.config.log.level,
+        settings.config.log.format,
+        secrets=[settings.credentials.private_key.get_secret_value()],
+    )
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -146,12 +175,13 @@ def _simulate(args: argparse.Namespace) -> int:
     configure_logging(secrets=[private_key])
     simulator = Simulator(scenario, public_key=public_key, private_key=private_key)
 
-    async def announce(url: str) -> None:
+    async def start(services: contextlib.AsyncExitStack) -> None:
+        url = await serve_on_stack(services, simulator.app, args.host, args.port)
         log.info("simulator_started", url=url, api_root=API_ROOT)
 
-    return asyncio.run(serve_simulator_until_stopped(simulator, args.host, args.port, announce))
+    return asyncio.run(serve_until_stopped(start))
 
 
 def _demo(args: argparse.Namespace) -> int:
-    configure_logging("warning", "console", stream=sys.stderr, secrets=[DEMO_PRIVATE_KEY])
-    return asyncio.run(run_demo(args.simulator_host, args.simulator_port))
+    configure_logging(secrets=[DEMO_PRIVATE_KEY])
+    return asyncio.run(run_demo(args.simulator_host, args.simulator_port, args.port))

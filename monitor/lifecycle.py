@@ -1,4 +1,5 @@
-"""Catching the operator's stop signal, the one way a long-running command ends."""
+"""Serving aiohttp apps until the operator's stop signal, the one way a long-running
+command (``run``, ``simulate``, ``demo``) ends."""
 
 from __future__ import annotations
 
@@ -9,12 +10,24 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 
 import structlog
-
-from monitor.simulator import Simulator, bound_url, serve
+from aiohttp import web
 
 log = structlog.get_logger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# In-flight HTTP requests (a scrape) get this long to finish once a stop signal arrives;
+# together with the poll cycle's own stop timeout this keeps shutdown well under 10 s.
+SHUTDOWN_GRACE_SECONDS = 2.0
+
+EXIT_OK = 0
+EXIT_CANNOT_LISTEN = 1
+
+
+class ListenError(Exception):
+    """An address could not be bound: in use, not local, or not allowed."""
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {reason}")
 
 
 @contextlib.contextmanager
@@ -40,23 +53,60 @@ def stop_signal_received() -> Iterator[asyncio.Future[signal.Signals]]:
             loop.remove_signal_handler(sig)
 
 
-async def serve_simulator_until_stopped(
-    simulator: Simulator, host: str, port: int, on_ready: Callable[[str], Awaitable[None]]
-) -> int:
-    """Serve until SIGINT/SIGTERM, then exit 0; 1 when the address cannot be bound.
+async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Run the app's startup hooks and listen; the caller must ``await runner.cleanup()``.
 
-    ``on_ready`` gets the real base URL (port 0 picks a free one) once requests are served.
+    Raises ListenError (after cleaning up) when the address cannot be bound.
     """
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as error:
+        await runner.cleanup()
+        raise ListenError(host, port, error.strerror or str(error)) from None
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+def bound_url(runner: web.AppRunner) -> str:
+    """Base URL of the first listening socket, with the real port when 0 was asked for."""
+    if not runner.addresses:
+        raise ValueError("the runner has no listening socket")
+    host, port = runner.addresses[0][:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+StartServices = Callable[[contextlib.AsyncExitStack], Awaitable[None]]
+"""Starts whatever a command serves, pushing each cleanup onto the stack it is given."""
+
+
+async def serve_until_stopped(start: StartServices) -> int:
+    """Start, serve until SIGINT/SIGTERM, clean up in reverse order, and return the exit code:
+    0 after a signal, 1 when an address cannot be bound."""
     with stop_signal_received() as stopped:
-        try:
-            runner = await serve(simulator, host, port)
-        except OSError as error:
-            print(f"cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr)
-            return 1
-        try:
-            await on_ready(bound_url(runner))
+        async with contextlib.AsyncExitStack() as services:
+            try:
+                await start(services)
+            except ListenError as error:
+                print(error, file=sys.stderr, flush=True)
+                return EXIT_CANNOT_LISTEN
             received = await stopped
-            log.info("simulator_stopping", signal=received.name)
-        finally:
-            await runner.cleanup()
-    return 0
+            log.info("stopping", signal=received.name)
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def serve_on_stack(
+    services: contextlib.AsyncExitStack, app: web.Application, host: str, port: int
+) -> str:
+    """``serve_app`` whose cleanup runs when ``services`` closes; returns the base URL."""
+    runner = await serve_app(app, host, port)
+    services.push_async_callback(runner.cleanup)
+    return bound_url(runner)

@@ -41,6 +41,15 @@ class _SecretMasker:
         return value
 
 
+class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler this module installs, so reconfiguring replaces only it."""
+
+
+# Libraries that speak through the standard logging module, and the least level of theirs
+# worth a line: APScheduler reports every job run at info, which the poller logs better.
+_LIBRARY_LEVELS = {"apscheduler": logging.ERROR}
+
+
 def configure_logging(
     level: str = "info",
     log_format: str = "json",
@@ -48,8 +57,11 @@ def configure_logging(
     stream: TextIO | None = None,
     secrets: Iterable[str] = (),
 ) -> None:
-    """Route structlog to ``stream`` (stdout by default) at ``level`` and above."""
-    processors: list[Processor] = [
+    """Route structlog, and the standard logging of libraries, to ``stream`` (stdout by
+    default) at ``level`` and above, in one format."""
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    output = stream or sys.stdout
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -62,10 +74,22 @@ def configure_logging(
     else:
         renderer = structlog.processors.JSONRenderer()
     structlog.configure(
-        processors=[*processors, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stdout),
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(file=output),
         cache_logger_on_first_use=False,
     )
+    handler = _OurHandler(output)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _OurHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric_level)
+    for library, least in _LIBRARY_LEVELS.items():
+        logging.getLogger(library).setLevel(max(least, numeric_level))

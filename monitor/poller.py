@@ -1,17 +1,48 @@
-"""Polling many endpoints at once without letting one slow or broken endpoint hold up the rest."""
+"""Polling many endpoints at once without letting one slow or broken endpoint hold up the
+rest, and the scheduler that repeats it every ``poll.interval_seconds``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
-from monitor.atlas import AtlasClient, AtlasError, InterfaceEndpoint, RequestObserver
-from monitor.config import EndpointConfig, Settings
+from monitor.alerts import emit_alert
+from monitor.atlas import (
+    AtlasClient,
+    AtlasError,
+    AtlasNotFoundError,
+    ConnectionStatus,
+    EndpointRef,
+    InterfaceEndpoint,
+    RequestObserver,
+    describe_failure,
+)
+from monitor.config import EndpointConfig, MonitorConfig, Settings
+from monitor.metrics import MonitorMetrics, Snapshot
+from monitor.state import (
+    AddAction,
+    AddPolicy,
+    EndpointState,
+    Observation,
+    advance,
+    next_add_action,
+)
 
 log = structlog.get_logger(__name__)
+
+# How long stopping waits for a cancelled cycle to unwind before closing the session.
+STOP_TIMEOUT_SECONDS = 5.0
+
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -26,30 +57,46 @@ class PollResult:
     def up(self) -> bool:
         return self.answer is not None
 
+    def observation(self) -> Observation:
+        if self.answer is not None:
+            return Observation.answered(self.answer)
+        if isinstance(self.error, AtlasNotFoundError):
+            return Observation.not_found()
+        assert self.error is not None
+        return Observation.failed(describe_failure(self.error))
+
+
+async def for_each_bounded(
+    items: Iterable[Item], concurrency: int, work: Callable[[Item], Awaitable[None]]
+) -> None:
+    """Run ``work`` on every item with at most ``concurrency`` running at once.
+
+    A fixed pool of workers shares one iterator, so a fleet of thousands never becomes
+    thousands of coroutines, and every task is owned by the TaskGroup (none is orphaned).
+    """
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    async with asyncio.TaskGroup() as workers:
+        for _ in range(concurrency):
+            workers.create_task(worker())
+
 
 async def poll_endpoints(
     client: AtlasClient, endpoints: Sequence[EndpointConfig], concurrency: int
 ) -> list[PollResult]:
-    """Poll every endpoint once; results come back in the order of ``endpoints``.
+    """Poll every endpoint once; results come back in the order of ``endpoints``."""
+    results: dict[int, PollResult] = {}
 
-    A fixed pool of ``concurrency`` workers shares one iterator, so at most that many
-    requests are in flight and a fleet of thousands costs thousands of coroutines never.
-    """
-    results: list[PollResult | None] = [None] * len(endpoints)
-    pending = iter(enumerate(endpoints))
-    async with asyncio.TaskGroup() as workers:
-        for _ in range(min(concurrency, len(endpoints))):
-            workers.create_task(_poll_worker(client, pending, results))
-    return [result for result in results if result is not None]
-
-
-async def _poll_worker(
-    client: AtlasClient,
-    pending: Iterator[tuple[int, EndpointConfig]],
-    results: list[PollResult | None],
-) -> None:
-    for index, endpoint in pending:
+    async def poll(indexed: tuple[int, EndpointConfig]) -> None:
+        index, endpoint = indexed
         results[index] = await poll_endpoint(client, endpoint)
+
+    await for_each_bounded(enumerate(endpoints), concurrency, poll)
+    return [results[index] for index in range(len(endpoints))]
 
 
 async def poll_endpoint(client: AtlasClient, endpoint: EndpointConfig) -> PollResult:
@@ -80,8 +127,263 @@ def build_client(settings: Settings, observer: RequestObserver | None = None) ->
 
 
 async def poll_once(settings: Settings) -> list[PollResult]:
-    """One read-only pass over every configured endpoint, for ``once`` and ``demo``."""
+    """One read-only pass over every configured endpoint, for ``once``."""
     async with build_client(settings) as client:
         return await poll_endpoints(
             client, settings.config.endpoints, settings.config.poll.concurrency
         )
+
+
+class Monitor:
+    """The daemon's memory: one state per endpoint, advanced by each poll cycle.
+
+    State changes happen on the event loop only, endpoint by endpoint as answers arrive,
+    so a scrape in between sees each endpoint either before or after its poll, never half.
+    """
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        metrics: MonitorMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics
+        self._clock = clock
+        self._states: dict[EndpointRef, EndpointState] = {}
+        self._cycles_completed = 0
+        self._cycle_finished = asyncio.Condition()
+        metrics.watch(self.snapshot)
+
+    @property
+    def ready(self) -> bool:
+        """True once a whole cycle has completed, so every endpoint has been tried."""
+        return self._cycles_completed > 0
+
+    @property
+    def cycles_completed(self) -> int:
+        return self._cycles_completed
+
+    def snapshot(self) -> Snapshot:
+        return [(endpoint, self._states.get(endpoint.ref)) for endpoint in self.config.endpoints]
+
+    def state_of(self, endpoint: EndpointConfig) -> EndpointState | None:
+        return self._states.get(endpoint.ref)
+
+    async def wait_for_cycles(self, count: int) -> None:
+        """Until ``count`` cycles have completed in total; callers bound it with a timeout."""
+        async with self._cycle_finished:
+            await self._cycle_finished.wait_for(lambda: self._cycles_completed >= count)
+
+    async def run_cycle(self, client: AtlasClient) -> None:
+        """Poll every endpoint once, advancing each one's state as soon as it is known."""
+        started = time.perf_counter()
+        await for_each_bounded(
+            self.config.endpoints,
+            self.config.poll.concurrency,
+            lambda endpoint: self._check(client, endpoint),
+        )
+        duration = time.perf_counter() - started
+        self.metrics.poll_cycle_duration.observe(duration)
+        self._log_cycle(duration)
+        async with self._cycle_finished:
+            self._cycles_completed += 1
+            self._cycle_finished.notify_all()
+
+    async def _check(self, client: AtlasClient, endpoint: EndpointConfig) -> None:
+        try:
+            result = await poll_endpoint(client, endpoint)
+            previous = self._states.get(endpoint.ref, EndpointState())
+            state, observation = await self._add_if_missing(
+                client, endpoint, previous, result.observation()
+            )
+            transition = advance(state, observation, self._clock(), self.config.alerts)
+            self._states[endpoint.ref] = transition.state
+            _log_endpoint_change(endpoint, previous, transition.state)
+            for event in transition.events:
+                emit_alert(endpoint, event)
+                if event.firing:
+                    self.metrics.alerts.labels(event.alert.value).inc()
+        except Exception:
+            # A bug must cost one endpoint one cycle, never the others or the daemon.
+            log.exception("endpoint_check_failed", **_identity(endpoint))
+
+    async def _add_if_missing(
+        self,
+        client: AtlasClient,
+        endpoint: EndpointConfig,
+        state: EndpointState,
+        observation: Observation,
+    ) -> tuple[EndpointState, Observation]:
+        """Carry out add-on-missing's decision; returns the bookkeeping and what to observe."""
+        policy = AddPolicy.for_endpoint(self.config, endpoint)
+        action = next_add_action(state, observation, policy)
+        identity = _identity(endpoint)
+        if action is AddAction.DRY_RUN:
+            log.info("endpoint_add_dry_run", **identity, would="POST")
+            self.metrics.endpoints_added.labels("dry_run").inc()
+            return replace(state, dry_run_reported=True), observation
+        if action is AddAction.ADD:
+            attempt = state.add_attempts + 1
+            state = replace(state, add_attempts=attempt)
+            progress = {"attempt": attempt, "max_attempts": policy.max_attempts}
+            try:
+                answer = await client.add_interface_endpoint(endpoint.ref)
+            except AtlasError as error:
+                self.metrics.endpoints_added.labels("failed").inc()
+                log.error("endpoint_add_failed", **identity, **progress, **_error_fields(error))
+                return state, observation
+            self.metrics.endpoints_added.labels("added").inc()
+            log.info(
+                "endpoint_added",
+                **identity,
+                **progress,
+                connection_status=answer.connection_status.value,
+            )
+            return replace(state, added_by_monitor=True), Observation.answered(answer)
+        if action is AddAction.DELETE_FOR_RECREATE:
+            state = replace(state, recreate_deletes=state.recreate_deletes + 1)
+            failed = observation.answer
+            assert failed is not None
+            failure = {
+                "connection_status": failed.connection_status.value,
+                "error_message": failed.error_message,
+            }
+            try:
+                existed = await client.delete_interface_endpoint(endpoint.ref)
+            except AtlasError as error:
+                log.error(
+                    "endpoint_recreate_delete_failed", **identity, **failure, **_error_fields(error)
+                )
+                return state, observation
+            log.warning(
+                "endpoint_deleted_for_recreate",
+                **identity,
+                **failure,
+                existed=existed,
+                deletes=state.recreate_deletes,
+                max_attempts=policy.max_attempts,
+            )
+        return state, observation
+
+    def _log_cycle(self, duration: float) -> None:
+        states = [state for _, state in self.snapshot() if state is not None]
+        summary = {
+            "duration_seconds": round(duration, 3),
+            "endpoints": len(self.config.endpoints),
+            "up": sum(state.up for state in states),
+            "firing_alerts": sum(len(state.firing) for state in states),
+        }
+        interval = self.config.poll.interval_seconds
+        if duration > interval:
+            log.warning("poll_cycle_overran", **summary, interval_seconds=interval)
+        else:
+            log.info("poll_cycle_finished", **summary)
+
+
+class PollScheduler:
+    """Runs ``Monitor.run_cycle`` on APScheduler's interval trigger.
+
+    The first cycle starts at once; a cycle that outlasts the interval is never stacked
+    (``max_instances=1``) and missed runs collapse into one (``coalesce``). Skipped runs
+    are logged and counted, so an interval that is too short shows up on a dashboard.
+    """
+
+    JOB_ID = "poll-cycle"
+
+    def __init__(self, monitor: Monitor, client: AtlasClient) -> None:
+        self._monitor = monitor
+        self._client = client
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._running_cycle: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
+        self._scheduler.add_job(
+            self._cycle,
+            IntervalTrigger(seconds=self._monitor.config.poll.interval_seconds, timezone=UTC),
+            id=self.JOB_ID,
+            next_run_time=datetime.now(UTC),
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
+        self._scheduler.start()
+
+    async def stop(self) -> None:
+        """Stop scheduling, cancel the cycle in flight and wait for it to unwind."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+        cycle = self._running_cycle
+        if cycle is not None and not cycle.done():
+            cycle.cancel()
+            _, still_running = await asyncio.wait({cycle}, timeout=STOP_TIMEOUT_SECONDS)
+            if still_running:
+                log.error("poll_cycle_did_not_stop", timeout_seconds=STOP_TIMEOUT_SECONDS)
+
+    async def _cycle(self) -> None:
+        self._running_cycle = asyncio.current_task()
+        try:
+            await self._monitor.run_cycle(self._client)
+        except Exception:
+            log.exception("poll_cycle_failed")
+        finally:
+            self._running_cycle = None
+
+    def _on_skipped(self, event: JobEvent) -> None:
+        self._monitor.metrics.poll_cycles_skipped.inc()
+        log.warning(
+            "poll_cycle_skipped",
+            reason="previous cycle still running",
+            interval_seconds=self._monitor.config.poll.interval_seconds,
+        )
+
+
+def _identity(endpoint: EndpointConfig) -> dict[str, str]:
+    return {
+        "group_id": endpoint.group_id,
+        "private_link_id": endpoint.private_link_id,
+        "interface_endpoint_id": endpoint.interface_endpoint_id,
+        "name": endpoint.display_name,
+    }
+
+
+def _error_fields(error: AtlasError) -> dict[str, Any]:
+    return {
+        "cause": error.summary,
+        "error_code": getattr(error, "error_code", None),
+        "status": getattr(error, "status", None),
+    }
+
+
+def _log_endpoint_change(
+    endpoint: EndpointConfig, previous: EndpointState, state: EndpointState
+) -> None:
+    """Changes only: a healthy endpoint polled again says nothing above debug."""
+    identity = _identity(endpoint)
+    if state.raw_status != previous.raw_status and state.raw_status is not None:
+        log.info(
+            "endpoint_status_changed",
+            **identity,
+            connection_status=state.raw_status,
+            previous_status=previous.raw_status,
+        )
+        if state.status is ConnectionStatus.UNKNOWN:
+            log.warning("unknown_connection_status", **identity, raw_status=state.raw_status)
+    if state.consecutive_failures == 1:
+        log.warning("endpoint_poll_failed", **identity, cause=state.last_failure)
+    elif state.consecutive_failures > 1:
+        log.debug(
+            "endpoint_poll_failed",
+            **identity,
+            cause=state.last_failure,
+            consecutive_failures=state.consecutive_failures,
+        )
+    elif previous.consecutive_failures and state.up:
+        log.info(
+            "endpoint_poll_recovered",
+            **identity,
+            failed_polls=previous.consecutive_failures,
+        )
+    if state.missing and not previous.missing:
+        log.warning("endpoint_not_found", **identity)

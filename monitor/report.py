@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from monitor.alerts import observed_conditions
-from monitor.atlas import AtlasError
+from monitor.atlas import describe_failure
 from monitor.poller import PollResult
 
 
@@ -24,7 +24,7 @@ def result_record(result: PollResult) -> dict[str, Any]:
         "delete_requested": answer.delete_requested if answer else None,
         "up": result.up,
         "alerts": sorted(observed_conditions(answer, result.error)),
-        "poll_error": _describe(result.error),
+        "poll_error": None if result.error is None else describe_failure(result.error),
     }
 
 
@@ -75,12 +75,3 @@ def _cell(value: object) -> str:
     if isinstance(value, list):
         return ",".join(value) or "-"
     return str(value)
-
-
-def _describe(error: Exception | None) -> str | None:
-    """The row already names the endpoint, so only what went wrong is shown."""
-    if error is None:
-        return None
-    if isinstance(error, AtlasError):
-        return error.summary
-    return f"{type(error).__name__}: {error}"

@@ -88,10 +88,8 @@ __all__ = [
     "Simulator",
     "SimulatorStats",
     "TimelineStep",
-    "bound_url",
     "default_scenario",
     "load_scenario",
-    "serve",
 ]
 
 log = structlog.get_logger(__name__)
@@ -1011,25 +1009,3 @@ def _control_error(error: ValidationError) -> web.Response:
     message = "\n".join(_describe_validation_error(error))
     status = HTTPStatus.BAD_REQUEST
     return web.json_response({"error": status, "detail": message}, status=status)
-
-
-async def serve(simulator: Simulator, host: str, port: int) -> web.AppRunner:
-    """Start serving; the caller owns the runner and must ``await runner.cleanup()``."""
-    runner = web.AppRunner(simulator.app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port).start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
-
-
-def bound_url(runner: web.AppRunner) -> str:
-    """Base URL of the first listening socket, with the real port when 0 was asked for."""
-    if not runner.addresses:
-        raise ValueError("the runner has no listening socket")
-    host, port = runner.addresses[0][:2]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"

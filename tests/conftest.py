@@ -25,7 +25,8 @@ from aiohttp import web
 from aioresponses import aioresponses
 from yarl import URL
 
-from monitor.simulator import Scenario, Simulator, bound_url, serve
+from monitor.lifecycle import bound_url, serve_app
+from monitor.simulator import Scenario, Simulator
 
 GROUP_ID = "5e2211c17a3e5a48f5497de3"
 PRIVATE_LINK_ID = "5e3a1b2c7a3e5a48f5497de4"
@@ -125,7 +126,7 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
         simulator = Simulator(
             scenario or Scenario(), public_key=PUBLIC_KEY, private_key=PRIVATE_KEY, **options
         )
-        runner = await serve(simulator, "127.0.0.1", 0)
+        runner = await serve_app(simulator.app, "127.0.0.1", 0)
         runners.append(runner)
         return simulator, bound_url(runner)
 

@@ -22,6 +22,7 @@ from multidict import CIMultiDictProxy
 from pydantic import ValidationError
 
 from monitor import simulator as simulator_module
+from monitor.lifecycle import serve_on_stack
 from monitor.simulator import (
     API_ROOT,
     Fault,
@@ -29,10 +30,8 @@ from monitor.simulator import (
     ScenarioError,
     Simulator,
     _NonceRegistry,
-    bound_url,
     default_scenario,
     load_scenario,
-    serve,
 )
 
 PUBLIC_KEY = "sim-public"
@@ -219,8 +218,7 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
                 clock=clock,
                 sleep=sleep,
             )
-            runner = await serve(simulator, "127.0.0.1", 0)
-            stack.push_async_callback(runner.cleanup)
+            url = await serve_on_stack(stack, simulator.app, "127.0.0.1", 0)
             wire = WireLog()
             timeout = aiohttp.ClientTimeout(total=5)
             digest = aiohttp.DigestAuthMiddleware(PUBLIC_KEY, client_private_key, preemptive=True)
@@ -228,7 +226,7 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
             stack.push_async_callback(client.close)
             raw = aiohttp.ClientSession(timeout=timeout)
             stack.push_async_callback(raw.close)
-            return Harness(simulator, clock, sleep, bound_url(runner), client, raw, wire)
+            return Harness(simulator, clock, sleep, url, client, raw, wire)
 
         yield start
 

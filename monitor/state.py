@@ -1,0 +1,272 @@
+"""Per-endpoint state and the rules that move it forward, one observation at a time.
+
+Everything here is pure: the caller passes the time and the observation in, and gets the
+next state and the alerts to emit back. That keeps the rules an operator relies on
+("fire once, resolve once", "stuck after N seconds", "add once") testable without a
+clock, a network or a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from monitor.alerts import AlertName
+from monitor.atlas import ConnectionStatus, InterfaceEndpoint
+from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
+
+PROVISIONING_STATUSES = frozenset(
+    {ConnectionStatus.NONE, ConnectionStatus.PENDING_ACCEPTANCE, ConnectionStatus.PENDING}
+)
+"""Statuses an endpoint passes through on its way to AVAILABLE; staying in one is "stuck"."""
+
+ANSWER_CONDITIONS = frozenset(
+    {AlertName.REJECTED, AlertName.ERROR_MESSAGE, AlertName.NOT_FOUND, AlertName.STUCK}
+)
+"""Conditions only an answer from Atlas can start or end; a failed poll leaves them as they are."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one poll learned about one endpoint: its document, that it is missing, or why
+    there is no answer at all. Build it with the class methods."""
+
+    answer: InterfaceEndpoint | None = None
+    missing: bool = False
+    failure: str | None = None
+
+    @classmethod
+    def answered(cls, answer: InterfaceEndpoint) -> Observation:
+        return cls(answer=answer)
+
+    @classmethod
+    def not_found(cls) -> Observation:
+        return cls(missing=True)
+
+    @classmethod
+    def failed(cls, reason: str) -> Observation:
+        return cls(failure=reason)
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    """Everything remembered about one endpoint between polls.
+
+    The status fields keep the last known answer while polls fail, so dashboards show what
+    Atlas last said (and, from ``status_since``, for how long) rather than nothing.
+    """
+
+    status: ConnectionStatus | None = None
+    raw_status: str | None = None
+    status_since: float | None = None
+    error_message: str | None = None
+    delete_requested: bool = False
+    up: bool = False
+    missing: bool = False
+    consecutive_failures: int = 0
+    last_success: float | None = None
+    last_failure: str | None = None
+    firing: Mapping[AlertName, float] = field(default_factory=dict)
+    """Alerts currently firing, each with the time it was last emitted."""
+    added_by_monitor: bool = False
+    add_attempts: int = 0
+    """POSTs this process made for the endpoint, successful or not."""
+    recreate_deletes: int = 0
+    dry_run_reported: bool = False
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One alert line to emit; the endpoint's ids and name are added by whoever logs it."""
+
+    alert: AlertName
+    firing: bool
+    connection_status: ConnectionStatus | None
+    previous_status: ConnectionStatus | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: EndpointState
+    events: list[AlertEvent]
+
+
+def advance(
+    previous: EndpointState, observation: Observation, now: float, rules: AlertSettings
+) -> Transition:
+    """The state after ``observation`` and the alert lines it calls for.
+
+    An alert fires when its condition starts (the very first observation included), then
+    stays quiet until it resolves, unless ``rules.repeat_interval_seconds`` asks for
+    reminders.
+    """
+    state = _observe(previous, observation, now)
+    conditions = _conditions(previous, state, observation, now, rules)
+    events = []
+    firing = dict(previous.firing)
+    for alert in AlertName:
+        was_firing = alert in previous.firing
+        if alert in conditions and (
+            not was_firing or _reminder_due(previous.firing[alert], now, rules)
+        ):
+            firing[alert] = now
+            events.append(_event(alert, firing=True, previous=previous, state=state))
+        elif alert not in conditions and was_firing:
+            del firing[alert]
+            events.append(_event(alert, firing=False, previous=previous, state=state))
+    return Transition(replace(state, firing=firing), events)
+
+
+def _observe(previous: EndpointState, observation: Observation, now: float) -> EndpointState:
+    answer = observation.answer
+    if answer is not None:
+        same_status = answer.raw_status == previous.raw_status
+        return replace(
+            previous,
+            status=answer.connection_status,
+            raw_status=answer.raw_status,
+            status_since=previous.status_since if same_status else now,
+            error_message=answer.error_message,
+            delete_requested=answer.delete_requested,
+            up=True,
+            missing=False,
+            consecutive_failures=0,
+            last_success=now,
+            last_failure=None,
+            dry_run_reported=False,
+        )
+    if observation.missing:
+        # The endpoint does not exist, so it has no status; the gauges drop its status series.
+        return replace(
+            previous,
+            status=None,
+            raw_status=None,
+            status_since=None,
+            error_message=None,
+            delete_requested=False,
+            up=False,
+            missing=True,
+            consecutive_failures=0,
+            last_failure="not found in Atlas",
+        )
+    return replace(
+        previous,
+        up=False,
+        consecutive_failures=previous.consecutive_failures + 1,
+        last_failure=observation.failure,
+    )
+
+
+def _conditions(
+    previous: EndpointState,
+    state: EndpointState,
+    observation: Observation,
+    now: float,
+    rules: AlertSettings,
+) -> set[AlertName]:
+    conditions: set[AlertName] = set()
+    if observation.failure is not None:
+        # No news about the endpoint itself: what was firing keeps firing, nothing new starts.
+        conditions |= ANSWER_CONDITIONS & previous.firing.keys()
+    else:
+        if state.status is ConnectionStatus.REJECTED:
+            conditions.add(AlertName.REJECTED)
+        if state.error_message is not None:
+            conditions.add(AlertName.ERROR_MESSAGE)
+        if state.missing:
+            conditions.add(AlertName.NOT_FOUND)
+        if _stuck(state, now, rules):
+            conditions.add(AlertName.STUCK)
+    if state.consecutive_failures >= rules.unreachable_after_failures:
+        conditions.add(AlertName.UNREACHABLE)
+    return conditions
+
+
+def _stuck(state: EndpointState, now: float, rules: AlertSettings) -> bool:
+    if not rules.stuck_after_seconds or state.status not in PROVISIONING_STATUSES:
+        return False
+    assert state.status_since is not None
+    return now - state.status_since >= rules.stuck_after_seconds
+
+
+def _reminder_due(last_emitted: float, now: float, rules: AlertSettings) -> bool:
+    interval = rules.repeat_interval_seconds
+    return bool(interval) and now - last_emitted >= interval
+
+
+def _event(
+    alert: AlertName, *, firing: bool, previous: EndpointState, state: EndpointState
+) -> AlertEvent:
+    return AlertEvent(
+        alert=alert,
+        firing=firing,
+        connection_status=state.status,
+        previous_status=previous.status,
+        error_message=state.error_message,
+    )
+
+
+class AddAction(StrEnum):
+    NOTHING = "nothing"
+    ADD = "add"
+    """POST the endpoint."""
+    DRY_RUN = "dry_run"
+    """Report the POST that would be made, once per absence."""
+    DELETE_FOR_RECREATE = "delete_for_recreate"
+    """DELETE an endpoint this monitor added that failed; once Atlas has removed it, the
+    next 404 brings the ADD that recreates it."""
+
+
+@dataclass(frozen=True)
+class AddPolicy:
+    """The add-on-missing settings as they apply to one endpoint."""
+
+    enabled: bool
+    dry_run: bool = False
+    recreate_failed: bool = False
+    max_attempts: int = 3
+
+    @classmethod
+    def for_endpoint(cls, config: MonitorConfig, endpoint: EndpointConfig) -> AddPolicy:
+        settings = config.add_missing
+        return cls(
+            enabled=config.wants_add(endpoint),
+            dry_run=settings.dry_run,
+            recreate_failed=settings.recreate_failed,
+            max_attempts=settings.max_attempts,
+        )
+
+
+def next_add_action(state: EndpointState, observation: Observation, policy: AddPolicy) -> AddAction:
+    """What add-on-missing does after this poll, given what it already did.
+
+    Every POST counts against ``max_attempts`` for the life of the process, failed or not,
+    so a project where adding keeps failing is not hammered forever.
+    """
+    if not policy.enabled:
+        return AddAction.NOTHING
+    if observation.missing:
+        if policy.dry_run:
+            return AddAction.NOTHING if state.dry_run_reported else AddAction.DRY_RUN
+        return AddAction.ADD if state.add_attempts < policy.max_attempts else AddAction.NOTHING
+    answer = observation.answer
+    if (
+        answer is not None
+        and policy.recreate_failed
+        and not policy.dry_run
+        and state.added_by_monitor
+        and _failed(answer)
+        and state.add_attempts < policy.max_attempts
+        and state.recreate_deletes < policy.max_attempts
+    ):
+        return AddAction.DELETE_FOR_RECREATE
+    return AddAction.NOTHING
+
+
+def _failed(answer: InterfaceEndpoint) -> bool:
+    """REJECTED or an errorMessage, and not already on its way out."""
+    if answer.delete_requested or answer.connection_status is ConnectionStatus.DELETING:
+        return False
+    return answer.connection_status is ConnectionStatus.REJECTED or answer.error_message is not None
