@@ -108,7 +108,8 @@ class PollSettings(_Section):
 
 class ServerSettings(_Section):
     host: str = "0.0.0.0"
-    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    """0 lets the system pick a free port (the log says which), for tests and demos."""
 
 
 class LogSettings(_Section):

@@ -325,6 +325,10 @@ class PollScheduler:
         self._running_cycle = asyncio.current_task()
         try:
             await self._monitor.run_cycle(self._client)
+        except asyncio.CancelledError:
+            # Only stop() cancels a cycle. Ending quietly keeps APScheduler from reporting
+            # a shutdown as a failed job, with a traceback, in the operator's log.
+            log.info("poll_cycle_cancelled", reason="shutting down")
         except Exception:
             log.exception("poll_cycle_failed")
         finally:

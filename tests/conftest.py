@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,10 +24,14 @@ import structlog
 import yaml
 from aiohttp import web
 from aioresponses import aioresponses
+from pydantic import SecretStr
 from yarl import URL
 
+from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import bound_url, serve_app
-from monitor.simulator import Scenario, Simulator
+from monitor.poller import Monitor
+from monitor.server import MONITOR, create_app
+from monitor.simulator import Scenario, ScenarioEndpoint, Simulator
 
 GROUP_ID = "5e2211c17a3e5a48f5497de3"
 PRIVATE_LINK_ID = "5e3a1b2c7a3e5a48f5497de4"
@@ -55,6 +60,31 @@ def config_document(**sections: Any) -> dict[str, Any]:
     document: dict[str, Any] = {"endpoints": [endpoint_entry()]}
     document.update(sections)
     return document
+
+
+def endpoint_id(number: int) -> str:
+    """A distinct, valid interface endpoint id per number."""
+    return f"vpce-{number:017x}"
+
+
+def settings_for(base_url: str, **sections: Any) -> Settings:
+    """Settings for a daemon pointed at ``base_url`` (a simulator), with test credentials.
+
+    Polling defaults to fast and unforgiving (no retries), as tests want it.
+    """
+    document = config_document(**sections)
+    document.setdefault("atlas", {"timeout_seconds": 5, "max_retries": 0})
+    document.setdefault("server", {"host": "127.0.0.1", "port": 9479})
+    config = parse_config(document, {BASE_URL_ENV: base_url})
+    credentials = Credentials(PUBLIC_KEY, SecretStr(PRIVATE_KEY), "the test")
+    return Settings(config=config, credentials=credentials, source=Path("test-config.yaml"))
+
+
+def simulated(entry: dict[str, Any], **state: Any) -> ScenarioEndpoint:
+    """The simulator's side of a config entry: same ids, the given state (exists, status,
+    error_message, timeline, faults...)."""
+    ids = ("group_id", "private_link_id", "interface_endpoint_id")
+    return ScenarioEndpoint(**{key: entry[key] for key in ids}, **state)
 
 
 WriteConfig = Callable[..., Path]
@@ -132,6 +162,34 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
 
     yield start
     for runner in runners:
+        await runner.cleanup()
+
+
+@dataclass
+class RunningDaemon:
+    monitor: Monitor
+    url: str
+
+
+StartDaemon = Callable[..., Awaitable[RunningDaemon]]
+
+
+@pytest.fixture
+async def start_daemon(start_simulator: StartSimulator) -> AsyncIterator[StartDaemon]:
+    """Serve the daemon app on a free 127.0.0.1 port, scheduler and all.
+
+    It depends on ``start_simulator`` so that daemons stop before their simulators do.
+    """
+    runners: list[web.AppRunner] = []
+
+    async def start(settings: Settings, **options: Any) -> RunningDaemon:
+        app = create_app(settings, **options)
+        runner = await serve_app(app, "127.0.0.1", 0)
+        runners.append(runner)
+        return RunningDaemon(app[MONITOR], bound_url(runner))
+
+    yield start
+    for runner in reversed(runners):
         await runner.cleanup()
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from monitor.cli import main
 from tests.conftest import (
@@ -113,7 +118,7 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "invalid choice" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["check"], ["once"], ["simulate"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["check"], ["once"], ["simulate"], ["demo"]])
 def test_help_works_on_every_command(command: list[str]) -> None:
     completed = subprocess.run(
         [sys.executable, "-m", "monitor", *command, "--help"],
@@ -251,14 +256,130 @@ def test_invalid_scenario_exits_2_naming_the_field(tmp_path: Path) -> None:
     assert "endpoints.0.group_id:" in completed.stderr
 
 
-def test_demo_polls_the_simulator_prints_urls_and_stops_on_sigint() -> None:
-    port = unused_port()
-    demo = Process(["demo", "--simulator-port", str(port)], subprocess_env())
+def scrape(metrics_url: str) -> dict[str, list[Sample]]:
+    assert metrics_url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:  # noqa: S310
+        text = response.read().decode()
+    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def current_statuses(families: dict[str, list[Sample]]) -> dict[str, str]:
+    """interface endpoint id -> the status whose state-set series is 1."""
+    return {
+        sample.labels["interface_endpoint_id"]: sample.labels["status"]
+        for sample in families["atlas_interface_endpoint_status"]
+        if sample.value == 1
+    }
+
+
+def alert_lines(lines: list[str]) -> list[tuple[str, str, str]]:
+    alerts = []
+    for line in lines:
+        if line.startswith("{") and '"event": "alert"' in line:
+            record = json.loads(line)
+            alerts.append((record["name"], record["alert"], record["state"]))
+    return alerts
+
+
+def is_event(event: str) -> Callable[[str], bool]:
+    return lambda line: line.startswith("{") and json.loads(line)["event"] == event
+
+
+# Every endpoint of the demo scenario, by id, once the daemon has seen it; search-prod is
+# unknown to Atlas and registered by the daemon on its first cycle.
+DEMO_STATUSES = {
+    "vpce-0b9c5701325cb15dd": "AVAILABLE",
+    "vpce-0a1b2c3d4e5f60718": "REJECTED",
+    "vpce-0c2d4e6f8a0b1c3d5": "AVAILABLE",
+    "vpce-0d3e5f7a9b1c2d4e6": "PENDING_ACCEPTANCE",
+    "vpce-0e4f6a8b0c2d3e5f7": "NONE",
+    "vpce-0f5a7b9c1d3e4f6a8": "AVAILABLE",
+    "vpce-1a2b3c4d5e6f7a8b9": "AVAILABLE",
+}
+DEMO_ALERTS = [
+    ("payments-prod", "rejected", "firing"),
+    ("analytics-staging", "error_message", "firing"),
+]
+
+
+def test_run_serves_metrics_alerts_once_and_stops_on_sigterm_within_10_s(
+    simulator_process: Callable[..., tuple[Process, str]], write_config: WriteConfig
+) -> None:
+    _, atlas_url = simulator_process()
+    document = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+    document["atlas"]["base_url"] = atlas_url
+    document["poll"]["interval_seconds"] = 0.5
+    document["server"]["port"] = unused_port()
+    daemon = Process(["run", "--config", str(write_config(document))], subprocess_env())
     try:
-        demo.wait_for_line(lambda line: line.startswith("Press Ctrl-C"))
+        started = json.loads(daemon.wait_for_line(is_event("monitor_started")))
+        daemon.wait_for_line(is_event("poll_cycle_finished"))
+        families = scrape(f"{started['url']}/metrics")
+        daemon.wait_for_line(is_event("poll_cycle_finished"))
+        daemon.wait_for_line(is_event("poll_cycle_finished"))
+    finally:
+        stopping = time.monotonic()
+        exit_code = daemon.stop(signal.SIGTERM)
+        stopped_after = time.monotonic() - stopping
+    assert exit_code == 0
+    assert stopped_after < 10
+    assert current_statuses(families) == DEMO_STATUSES
+    assert alert_lines(daemon.seen) == DEMO_ALERTS
+    assert sum(is_event("endpoint_added")(line) for line in daemon.seen) == 1
+    assert PRIVATE_KEY not in "\n".join(daemon.seen)
+
+
+def test_run_stops_cleanly_when_signalled_during_its_first_cycle(
+    simulator_process: Callable[..., tuple[Process, str]], write_config: WriteConfig
+) -> None:
+    _, atlas_url = simulator_process()
+    document = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+    document["atlas"]["base_url"] = atlas_url
+    document["server"]["port"] = unused_port()
+    daemon = Process(["run", "--config", str(write_config(document))], subprocess_env())
+    # batch-prod's scripted 503 and 429 (Retry-After 1 s) keep the first cycle busy.
+    daemon.wait_for_line(is_event("atlas_request_retry"))
+    assert daemon.stop(signal.SIGTERM) == 0
+    daemon.wait_for_line(is_event("stopped"))
+    remaining = "\n".join(daemon.seen)
+    assert "Unclosed" not in remaining
+    assert "Traceback" not in remaining
+
+
+def test_run_with_invalid_config_exits_2(
+    write_config: WriteConfig, credentials_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_config(config_document(poll={"interval_seconds": -1}))
+    assert main(["run", "--config", str(path)]) == 2
+    assert "poll.interval_seconds:" in capsys.readouterr().err
+
+
+def test_run_exits_1_naming_the_address_it_cannot_listen_on(
+    write_config: WriteConfig, credentials_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_config(
+            config_document(
+                atlas={"base_url": f"http://127.0.0.1:{unused_port()}", "max_retries": 0},
+                server={"host": "127.0.0.1", "port": port},
+            )
+        )
+        assert main(["run", "--config", str(path)]) == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_demo_runs_the_daemon_against_the_simulator_and_stops_on_sigint() -> None:
+    demo = Process(["demo", "--simulator-port", "0", "--port", "0"], subprocess_env())
+    try:
+        metrics_line = demo.wait_for_line(lambda line: line.startswith("Metrics:"))
+        demo.wait_for_line(lambda line: "Press Ctrl-C" in line)
+        demo.wait_for_line(is_event("poll_cycle_finished"))
+        families = scrape(metrics_line.split()[-1])
     finally:
         assert demo.stop(signal.SIGINT) == 0
-    output = "\n".join(demo.seen)
-    assert f"http://127.0.0.1:{port}/api/atlas/v1.0" in output
-    assert "payments-prod" in output
-    assert "REJECTED" in output
+    assert current_statuses(families) == DEMO_STATUSES
+    assert alert_lines(demo.seen) == DEMO_ALERTS
+    assert any("/api/atlas/v1.0 (keys demo-public-key" in line for line in demo.seen)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
+from monitor.alerts import AlertName
 from monitor.atlas import (
     AtlasClient,
     AtlasServerError,
@@ -14,10 +19,21 @@ from monitor.atlas import (
     EndpointRef,
     InterfaceEndpoint,
 )
-from monitor.config import EndpointConfig
-from monitor.poller import poll_endpoints
-from monitor.simulator import Scenario, ScenarioEndpoint
-from tests.conftest import GROUP_ID, PRIVATE_KEY, PRIVATE_LINK_ID, PUBLIC_KEY, StartSimulator
+from monitor.config import EndpointConfig, Settings
+from monitor.metrics import MonitorMetrics
+from monitor.poller import Monitor, PollScheduler, build_client, poll_endpoints
+from monitor.simulator import Fault, Scenario, ScenarioEndpoint
+from tests.conftest import (
+    GROUP_ID,
+    PRIVATE_KEY,
+    PRIVATE_LINK_ID,
+    PUBLIC_KEY,
+    StartSimulator,
+    endpoint_entry,
+    endpoint_id,
+    settings_for,
+    simulated,
+)
 
 
 def endpoints(count: int) -> list[EndpointConfig]:
@@ -119,3 +135,347 @@ async def test_a_concurrent_first_cycle_pays_the_digest_challenge_once(
             assert all(result.up for result in results)
     assert simulator.stats.challenges == 1
     assert simulator.stats.total() == 1 + 2 * 12
+
+
+@contextlib.asynccontextmanager
+async def monitoring(
+    settings: Settings, clock: Callable[[], float] = time.time
+) -> AsyncIterator[tuple[Monitor, AtlasClient]]:
+    """A Monitor and its client, for driving cycles by hand (no scheduler)."""
+    monitor = Monitor(settings.config, MonitorMetrics(), clock=clock)
+    async with build_client(settings, observer=monitor.metrics.observe_request) as client:
+        yield monitor, client
+
+
+def alerts_in(logs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [
+        (line["name"], line["alert"], line["state"]) for line in logs if line["event"] == "alert"
+    ]
+
+
+def ids(entry: dict[str, Any]) -> tuple[str, str, str]:
+    return entry["group_id"], entry["private_link_id"], entry["interface_endpoint_id"]
+
+
+def events_in(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
+    return [line for line in logs if line["event"] == event]
+
+
+HEALTHY = endpoint_entry(interface_endpoint_id=endpoint_id(1), name="healthy")
+REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="rejected")
+BROKEN = endpoint_entry(interface_endpoint_id=endpoint_id(3), name="broken")
+MISSING = endpoint_entry(interface_endpoint_id=endpoint_id(4), name="missing")
+
+
+async def test_each_broken_endpoint_alerts_once_across_cycles(
+    start_simulator: StartSimulator,
+) -> None:
+    simulator, url = await start_simulator(
+        Scenario(
+            endpoints=[
+                simulated(HEALTHY),
+                simulated(REJECTED, status="REJECTED"),
+                simulated(BROKEN, error_message="no subnet in use1-az3"),
+            ]
+        )
+    )
+    settings = settings_for(url, endpoints=[HEALTHY, REJECTED, BROKEN])
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            for _ in range(3):
+                await monitor.run_cycle(client)
+    assert alerts_in(logs) == [
+        ("rejected", "rejected", "firing"),
+        ("broken", "error_message", "firing"),
+    ]
+    (error_alert,) = [line for line in logs if line.get("alert") == "error_message"]
+    assert error_alert["error_message"] == "no subnet in use1-az3"
+    assert error_alert["connection_status"] == "AVAILABLE"
+    assert error_alert["previous_status"] is None
+    assert error_alert["log_level"] == "error"
+    registry = monitor.metrics.registry
+    assert registry.get_sample_value("atlas_monitor_alerts_total", {"alert": "rejected"}) == 1
+    assert registry.get_sample_value("atlas_monitor_alerts_total", {"alert": "error_message"}) == 1
+    assert registry.get_sample_value("atlas_monitor_poll_cycle_duration_seconds_count") == 3
+    assert simulator.stats.total() == 1 + 3 * 3
+    assert monitor.cycles_completed == 3
+    assert len(events_in(logs, "poll_cycle_finished")) == 3
+    assert len(events_in(logs, "endpoint_status_changed")) == 3
+
+
+async def test_a_fixed_endpoint_resolves_its_alert_once(start_simulator: StartSimulator) -> None:
+    simulator, url = await start_simulator(
+        Scenario(endpoints=[simulated(REJECTED, status="REJECTED")])
+    )
+    async with monitoring(settings_for(url, endpoints=[REJECTED])) as (monitor, client):
+        await monitor.run_cycle(client)
+        simulator.set_endpoint(*ids(REJECTED), status="AVAILABLE")
+        with capture_logs() as logs:
+            await monitor.run_cycle(client)
+            await monitor.run_cycle(client)
+    (resolved,) = events_in(logs, "alert")
+    assert resolved["alert"] == "rejected"
+    assert resolved["state"] == "resolved"
+    assert resolved["log_level"] == "info"
+    assert resolved["connection_status"] == "AVAILABLE"
+    assert resolved["previous_status"] == "REJECTED"
+
+
+async def test_unreachable_fires_after_consecutive_failures_and_keeps_the_last_status(
+    start_simulator: StartSimulator,
+) -> None:
+    simulator, url = await start_simulator(
+        Scenario(endpoints=[simulated(HEALTHY), simulated(REJECTED, status="REJECTED")])
+    )
+    settings = settings_for(
+        url, endpoints=[HEALTHY, REJECTED], alerts={"unreachable_after_failures": 2}
+    )
+    async with monitoring(settings) as (monitor, client):
+        await monitor.run_cycle(client)
+        simulator.add_fault(*ids(REJECTED), Fault(status=500, times=2))
+        with capture_logs() as logs:
+            await monitor.run_cycle(client)
+            assert alerts_in(logs) == []
+            await monitor.run_cycle(client)
+            assert alerts_in(logs) == [("rejected", "unreachable", "firing")]
+            state = monitor.state_of(EndpointConfig.model_validate(REJECTED))
+            assert state is not None
+            assert (state.up, state.status, state.consecutive_failures) == (
+                False,
+                ConnectionStatus.REJECTED,
+                2,
+            )
+            assert set(state.firing) == {AlertName.REJECTED, AlertName.UNREACHABLE}
+            await monitor.run_cycle(client)
+    assert alerts_in(logs) == [
+        ("rejected", "unreachable", "firing"),
+        ("rejected", "unreachable", "resolved"),
+    ]
+    failed_warnings = [
+        line["name"]
+        for line in events_in(logs, "endpoint_poll_failed")
+        if line["log_level"] == "warning"
+    ]
+    assert failed_warnings == ["rejected"]
+    assert [line["name"] for line in events_in(logs, "endpoint_poll_recovered")] == ["rejected"]
+
+
+async def test_a_missing_endpoint_is_added_once_and_then_watched(
+    start_simulator: StartSimulator,
+) -> None:
+    simulator, url = await start_simulator(Scenario(endpoints=[simulated(MISSING, exists=False)]))
+    settings = settings_for(url, endpoints=[{**MISSING, "add_if_missing": True}])
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            for _ in range(3):
+                await monitor.run_cycle(client)
+    assert simulator.stats.requests[("POST", 201)] == 1
+    assert (
+        sum(count for (method, _), count in simulator.stats.requests.items() if method == "POST")
+        == 1
+    )
+    (added,) = events_in(logs, "endpoint_added")
+    assert (added["name"], added["attempt"], added["connection_status"]) == ("missing", 1, "NONE")
+    assert alerts_in(logs) == []
+    registry = monitor.metrics.registry
+    assert (
+        registry.get_sample_value("atlas_monitor_endpoints_added_total", {"result": "added"}) == 1
+    )
+    state = monitor.state_of(EndpointConfig.model_validate(MISSING))
+    assert state is not None
+    assert state.up
+    assert state.added_by_monitor
+
+
+async def test_dry_run_reports_once_changes_nothing_and_alerts_not_found(
+    start_simulator: StartSimulator,
+) -> None:
+    simulator, url = await start_simulator(Scenario(endpoints=[simulated(MISSING, exists=False)]))
+    settings = settings_for(
+        url, endpoints=[MISSING], add_missing={"enabled": True, "dry_run": True}
+    )
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            for _ in range(3):
+                await monitor.run_cycle(client)
+    assert simulator.stats.requests[("GET", 404)] == 3
+    assert simulator.stats.total() == 1 + 3
+    assert len(events_in(logs, "endpoint_add_dry_run")) == 1
+    assert events_in(logs, "endpoint_added") == []
+    assert alerts_in(logs) == [("missing", "not_found", "firing")]
+    assert (
+        monitor.metrics.registry.get_sample_value(
+            "atlas_monitor_endpoints_added_total", {"result": "dry_run"}
+        )
+        == 1
+    )
+
+
+async def test_a_refused_add_is_retried_per_cycle_up_to_max_attempts(
+    start_simulator: StartSimulator,
+) -> None:
+    refused = Fault(methods=["POST"], status=400, error_code="INVALID_ATTRIBUTE")
+    simulator, url = await start_simulator(
+        Scenario(endpoints=[simulated(MISSING, exists=False, faults=[refused])])
+    )
+    settings = settings_for(
+        url, endpoints=[MISSING], add_missing={"enabled": True, "max_attempts": 2}
+    )
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            for _ in range(4):
+                await monitor.run_cycle(client)
+    assert simulator.stats.requests[("POST", 400)] == 2
+    failures = events_in(logs, "endpoint_add_failed")
+    assert [(line["attempt"], line["error_code"], line["log_level"]) for line in failures] == [
+        (1, "INVALID_ATTRIBUTE", "error"),
+        (2, "INVALID_ATTRIBUTE", "error"),
+    ]
+    assert alerts_in(logs) == [("missing", "not_found", "firing")]
+    assert (
+        monitor.metrics.registry.get_sample_value(
+            "atlas_monitor_endpoints_added_total", {"result": "failed"}
+        )
+        == 2
+    )
+
+
+async def test_recreate_deletes_a_failed_endpoint_it_added_then_adds_it_again(
+    start_simulator: StartSimulator,
+) -> None:
+    now = [1000.0]
+    simulator, url = await start_simulator(
+        Scenario(step_seconds=10, endpoints=[simulated(MISSING, exists=False)]),
+        clock=lambda: now[0],
+    )
+    settings = settings_for(
+        url,
+        endpoints=[MISSING],
+        add_missing={"enabled": True, "recreate_failed": True, "max_attempts": 2},
+    )
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            await monitor.run_cycle(client)  # 404: POST (attempt 1)
+            simulator.set_endpoint(*ids(MISSING), status="REJECTED")
+            await monitor.run_cycle(client)  # REJECTED: DELETE
+            assert simulator.endpoint_state(*ids(MISSING))["connectionStatus"] == "DELETING"  # type: ignore[index]
+            await monitor.run_cycle(client)  # DELETING: wait
+            now[0] += 10
+            await monitor.run_cycle(client)  # gone, 404: POST (attempt 2)
+            simulator.set_endpoint(*ids(MISSING), status="REJECTED")
+            await monitor.run_cycle(client)  # REJECTED again, attempts used up: leave it
+            await monitor.run_cycle(client)
+    assert simulator.stats.requests[("POST", 201)] == 2
+    assert simulator.stats.requests[("DELETE", 204)] == 1
+    assert [line["attempt"] for line in events_in(logs, "endpoint_added")] == [1, 2]
+    (deleted,) = events_in(logs, "endpoint_deleted_for_recreate")
+    assert deleted["connection_status"] == "REJECTED"
+    assert alerts_in(logs) == [
+        ("missing", "rejected", "firing"),
+        ("missing", "rejected", "resolved"),
+        ("missing", "rejected", "firing"),
+    ]
+
+
+async def test_stuck_fires_when_a_pending_status_outlasts_the_limit(
+    start_simulator: StartSimulator,
+) -> None:
+    now = [5000.0]
+    _, url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY, status="PENDING")]))
+    settings = settings_for(url, endpoints=[HEALTHY], alerts={"stuck_after_seconds": 100})
+    with capture_logs() as logs:
+        async with monitoring(settings, clock=lambda: now[0]) as (monitor, client):
+            await monitor.run_cycle(client)
+            now[0] += 99
+            await monitor.run_cycle(client)
+            assert alerts_in(logs) == []
+            now[0] += 1
+            await monitor.run_cycle(client)
+            await monitor.run_cycle(client)
+    assert alerts_in(logs) == [("healthy", "stuck", "firing")]
+    state = monitor.state_of(EndpointConfig.model_validate(HEALTHY))
+    assert state is not None
+    assert state.status_since == 5000.0
+
+
+async def test_an_unknown_status_is_kept_raw_and_logged_once(
+    start_simulator: StartSimulator,
+) -> None:
+    _, url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY, status="MIGRATING")]))
+    with capture_logs() as logs:
+        async with monitoring(settings_for(url, endpoints=[HEALTHY])) as (monitor, client):
+            await monitor.run_cycle(client)
+            await monitor.run_cycle(client)
+    (unknown,) = events_in(logs, "unknown_connection_status")
+    assert unknown["raw_status"] == "MIGRATING"
+    state = monitor.state_of(EndpointConfig.model_validate(HEALTHY))
+    assert state is not None
+    assert state.status is ConnectionStatus.UNKNOWN
+
+
+async def test_a_slow_endpoint_does_not_hold_up_the_others(
+    start_simulator: StartSimulator,
+) -> None:
+    slow = endpoint_entry(interface_endpoint_id=endpoint_id(9), name="slow")
+    fast = [
+        endpoint_entry(interface_endpoint_id=endpoint_id(number), name=f"fast-{number}")
+        for number in range(4)
+    ]
+    _, url = await start_simulator(
+        Scenario(
+            endpoints=[
+                simulated(slow, faults=[Fault(latency_seconds=0.5)]),
+                *(simulated(entry) for entry in fast),
+            ]
+        )
+    )
+    # The slow one is second: the session's first exchange runs alone, by design.
+    first, *others = fast
+    settings = settings_for(url, endpoints=[first, slow, *others], poll={"concurrency": 2})
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            await monitor.run_cycle(client)
+    seen = [line["name"] for line in events_in(logs, "endpoint_status_changed")]
+    assert seen == ["fast-0", "fast-1", "fast-2", "fast-3", "slow"]
+
+
+async def test_the_scheduler_runs_the_first_cycle_at_once_and_never_stacks_cycles(
+    start_simulator: StartSimulator,
+) -> None:
+    _, url = await start_simulator(
+        Scenario(endpoints=[simulated(HEALTHY, faults=[Fault(latency_seconds=0.3)])])
+    )
+    settings = settings_for(url, endpoints=[HEALTHY], poll={"interval_seconds": 0.1})
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            scheduler = PollScheduler(monitor, client)
+            scheduler.start()
+            try:
+                await asyncio.wait_for(monitor.wait_for_cycles(2), 5)
+            finally:
+                await scheduler.stop()
+    skipped = monitor.metrics.registry.get_sample_value("atlas_monitor_poll_cycles_skipped_total")
+    assert skipped is not None
+    assert skipped >= 1
+    assert events_in(logs, "poll_cycle_skipped")
+    assert len(events_in(logs, "poll_cycle_overran")) >= 2
+
+
+async def test_stopping_cancels_the_cycle_in_flight(start_simulator: StartSimulator) -> None:
+    entered = asyncio.Event()
+
+    async def hang(seconds: float) -> None:
+        entered.set()
+        await asyncio.Event().wait()
+
+    _, url = await start_simulator(
+        Scenario(endpoints=[simulated(HEALTHY, faults=[Fault(latency_seconds=1)])]), sleep=hang
+    )
+    settings = settings_for(url, endpoints=[HEALTHY], poll={"interval_seconds": 3600})
+    async with monitoring(settings) as (monitor, client):
+        scheduler = PollScheduler(monitor, client)
+        scheduler.start()
+        await asyncio.wait_for(entered.wait(), 5)
+        await asyncio.wait_for(scheduler.stop(), 6)
+    assert monitor.cycles_completed == 0
+    assert monitor.state_of(EndpointConfig.model_validate(HEALTHY)) is None

@@ -1,0 +1,430 @@
+"""The /metrics contract: endpoint gauges built from the state snapshot, and self-metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import prometheus_client
+import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics import exposition as openmetrics_exposition
+from prometheus_client.openmetrics import parser as openmetrics_parser
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from monitor import __version__
+from monitor.alerts import AlertName
+from monitor.atlas import ConnectionStatus
+from monitor.config import EndpointConfig
+from monitor.metrics import MonitorMetrics
+from monitor.state import EndpointState
+from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
+
+OTHER_ENDPOINT_ID = "vpce-0a1b2c3d4e5f60718"
+THIRD_ENDPOINT_ID = "vpce-1234abcd"
+STATUS_SINCE = 1_700_000_000.25
+LAST_SUCCESS = 1_700_003_600.5
+
+STATUS = "atlas_interface_endpoint_status"
+UP = "atlas_interface_endpoint_up"
+ERROR = "atlas_interface_endpoint_error"
+DELETE_REQUESTED = "atlas_interface_endpoint_delete_requested"
+STATUS_SINCE_SECONDS = "atlas_interface_endpoint_status_since_timestamp_seconds"
+LAST_SUCCESS_SECONDS = "atlas_interface_endpoint_last_success_timestamp_seconds"
+INFO = "atlas_interface_endpoint_info"
+CONFIGURED = "atlas_monitor_endpoints_configured"
+ANSWER_FAMILIES = (STATUS, ERROR, DELETE_REQUESTED, STATUS_SINCE_SECONDS, LAST_SUCCESS_SECONDS)
+"""Families that only an answer from Atlas can fill."""
+ENDPOINT_FAMILIES = (UP, *ANSWER_FAMILIES, INFO)
+ID_LABELS = frozenset({"group_id", "private_link_id", "interface_endpoint_id"})
+ADD_RESULTS = ("added", "dry_run", "failed")
+
+SnapshotList = list[tuple[EndpointConfig, EndpointState | None]]
+
+
+def endpoint(**overrides: Any) -> EndpointConfig:
+    return EndpointConfig.model_validate(endpoint_entry(**overrides))
+
+
+def state(**overrides: Any) -> EndpointState:
+    """The state after a valid AVAILABLE answer, with ``overrides`` applied."""
+    fields: dict[str, Any] = {
+        "status": ConnectionStatus.AVAILABLE,
+        "raw_status": "AVAILABLE",
+        "status_since": STATUS_SINCE,
+        "up": True,
+        "last_success": LAST_SUCCESS,
+    }
+    fields.update(overrides)
+    return EndpointState(**fields)
+
+
+def ids(interface_endpoint_id: str = ENDPOINT_ID) -> dict[str, str]:
+    return {
+        "group_id": GROUP_ID,
+        "private_link_id": PRIVATE_LINK_ID,
+        "interface_endpoint_id": interface_endpoint_id,
+    }
+
+
+def family(metrics: MonitorMetrics, name: str) -> Metric:
+    for candidate in metrics.registry.collect():
+        if candidate.name == name:
+            return candidate
+    raise AssertionError(f"no family {name!r} in the registry")
+
+
+def samples(metrics: MonitorMetrics, name: str) -> list[Sample]:
+    return list(family(metrics, name).samples)
+
+
+def status_values(
+    metrics: MonitorMetrics, interface_endpoint_id: str = ENDPOINT_ID
+) -> dict[str, float]:
+    return {
+        sample.labels["status"]: sample.value
+        for sample in samples(metrics, STATUS)
+        if sample.labels["interface_endpoint_id"] == interface_endpoint_id
+    }
+
+
+def exposition(metrics: MonitorMetrics) -> str:
+    return prometheus_client.generate_latest(metrics.registry).decode()
+
+
+@pytest.fixture
+def snapshot() -> SnapshotList:
+    """The state table the collector reads; tests mutate it between scrapes."""
+    return []
+
+
+@pytest.fixture
+def metrics(snapshot: SnapshotList) -> MonitorMetrics:
+    watched = MonitorMetrics()
+    watched.watch(lambda: snapshot)
+    return watched
+
+
+@pytest.mark.parametrize(
+    ("name", "expected_name"), [(None, ENDPOINT_ID), ("orders-prod", "orders-prod")]
+)
+def test_before_the_first_answer_the_endpoint_is_down_and_named(
+    metrics: MonitorMetrics, snapshot: SnapshotList, name: str | None, expected_name: str
+) -> None:
+    snapshot.append((endpoint(name=name, labels={"team": "payments"}), None))
+
+    registry = metrics.registry
+    assert registry.get_sample_value(UP, ids()) == 0
+    info_labels = {**ids(), "name": expected_name, "team": "payments"}
+    assert registry.get_sample_value(INFO, info_labels) == 1
+
+
+@pytest.mark.parametrize("name", ANSWER_FAMILIES)
+def test_before_the_first_answer_there_are_no_answer_series(
+    metrics: MonitorMetrics, snapshot: SnapshotList, name: str
+) -> None:
+    snapshot.append((endpoint(), None))
+
+    assert samples(metrics, name) == []
+
+
+@pytest.mark.parametrize("current", list(ConnectionStatus))
+def test_status_is_a_state_set_with_one_series_per_status(
+    metrics: MonitorMetrics, snapshot: SnapshotList, current: ConnectionStatus
+) -> None:
+    snapshot.append((endpoint(), state(status=current, raw_status=current.value)))
+
+    expected = {status.value: (1.0 if status is current else 0.0) for status in ConnectionStatus}
+    assert len(expected) == 7
+    assert status_values(metrics) == expected
+    assert len(samples(metrics, STATUS)) == 7
+
+
+@pytest.mark.parametrize(("error_message", "expected"), [(None, 0), ("subnet deleted", 1)])
+def test_error_gauge_follows_the_error_message(
+    metrics: MonitorMetrics, snapshot: SnapshotList, error_message: str | None, expected: float
+) -> None:
+    snapshot.append((endpoint(), state(error_message=error_message)))
+
+    assert metrics.registry.get_sample_value(ERROR, ids()) == expected
+
+
+@pytest.mark.parametrize(("delete_requested", "expected"), [(False, 0), (True, 1)])
+def test_delete_requested_gauge_is_zero_or_one(
+    metrics: MonitorMetrics, snapshot: SnapshotList, delete_requested: bool, expected: float
+) -> None:
+    snapshot.append((endpoint(), state(delete_requested=delete_requested)))
+
+    assert metrics.registry.get_sample_value(DELETE_REQUESTED, ids()) == expected
+
+
+def test_an_answered_endpoint_is_up_with_the_state_timestamps(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.append((endpoint(), state()))
+
+    registry = metrics.registry
+    assert registry.get_sample_value(UP, ids()) == 1
+    assert registry.get_sample_value(STATUS_SINCE_SECONDS, ids()) == STATUS_SINCE
+    assert registry.get_sample_value(LAST_SUCCESS_SECONDS, ids()) == LAST_SUCCESS
+
+
+def test_a_failed_poll_keeps_the_last_status_but_is_down(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    after_failure = state(
+        status=ConnectionStatus.PENDING,
+        raw_status="PENDING",
+        up=False,
+        consecutive_failures=2,
+        last_failure="timed out",
+    )
+    snapshot.append((endpoint(), after_failure))
+
+    registry = metrics.registry
+    assert registry.get_sample_value(UP, ids()) == 0
+    assert status_values(metrics)["PENDING"] == 1
+    assert sum(status_values(metrics).values()) == 1
+    assert registry.get_sample_value(LAST_SUCCESS_SECONDS, ids()) == LAST_SUCCESS
+    assert registry.get_sample_value(STATUS_SINCE_SECONDS, ids()) == STATUS_SINCE
+
+
+def test_a_missing_endpoint_has_no_status_but_keeps_its_last_success(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    not_found = state(
+        status=None,
+        raw_status=None,
+        status_since=None,
+        up=False,
+        missing=True,
+        last_failure="not found in Atlas",
+    )
+    snapshot.append((endpoint(), not_found))
+
+    registry = metrics.registry
+    assert samples(metrics, STATUS) == []
+    assert registry.get_sample_value(UP, ids()) == 0
+    assert registry.get_sample_value(LAST_SUCCESS_SECONDS, ids()) == LAST_SUCCESS
+    assert samples(metrics, STATUS_SINCE_SECONDS) == []
+
+
+def test_a_missing_endpoint_never_answered_has_no_last_success(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    never_seen = state(
+        status=None, raw_status=None, status_since=None, up=False, missing=True, last_success=None
+    )
+    snapshot.append((endpoint(), never_seen))
+
+    assert samples(metrics, LAST_SUCCESS_SECONDS) == []
+    assert metrics.registry.get_sample_value(UP, ids()) == 0
+
+
+def test_info_carries_the_union_of_user_labels_and_other_families_only_ids(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.append((endpoint(labels={"team": "payments", "env": "prod"}), state()))
+    other = endpoint(interface_endpoint_id=OTHER_ENDPOINT_ID, name="other", labels={"region": "eu"})
+    snapshot.append((other, state()))
+
+    registry = metrics.registry
+    first_info = {**ids(), "name": ENDPOINT_ID, "env": "prod", "region": "", "team": "payments"}
+    other_info = {**ids(OTHER_ENDPOINT_ID), "name": "other", "env": "", "region": "eu", "team": ""}
+    assert registry.get_sample_value(INFO, first_info) == 1
+    assert registry.get_sample_value(INFO, other_info) == 1
+    info_label_names = {frozenset(sample.labels) for sample in samples(metrics, INFO)}
+    assert info_label_names == {ID_LABELS | {"name", "env", "region", "team"}}
+    for name in (UP, ERROR, DELETE_REQUESTED, STATUS_SINCE_SECONDS, LAST_SUCCESS_SECONDS):
+        label_names = {frozenset(sample.labels) for sample in samples(metrics, name)}
+        assert label_names == {ID_LABELS}, name
+    status_label_names = {frozenset(sample.labels) for sample in samples(metrics, STATUS)}
+    assert status_label_names == {ID_LABELS | {"status"}}
+
+
+def test_a_removed_endpoint_loses_every_series_at_the_next_scrape(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    kept = endpoint(labels={"team": "payments"})
+    removed = endpoint(interface_endpoint_id=OTHER_ENDPOINT_ID, labels={"region": "eu"})
+    snapshot.extend([(kept, state()), (removed, state(error_message="quota"))])
+    before = exposition(metrics)
+    assert OTHER_ENDPOINT_ID in before
+    assert 'region="eu"' in before
+
+    del snapshot[1]
+    after = exposition(metrics)
+
+    assert OTHER_ENDPOINT_ID not in after
+    assert "region=" not in after
+    for name in ENDPOINT_FAMILIES:
+        assert all(
+            sample.labels["interface_endpoint_id"] == ENDPOINT_ID
+            for sample in samples(metrics, name)
+        ), name
+    assert metrics.registry.get_sample_value(UP, ids()) == 1
+
+
+def test_endpoints_configured_counts_the_snapshot(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    assert metrics.registry.get_sample_value(CONFIGURED) == 0
+
+    snapshot.append((endpoint(), None))
+    assert metrics.registry.get_sample_value(CONFIGURED) == 1
+
+    snapshot.append((endpoint(interface_endpoint_id=OTHER_ENDPOINT_ID), state()))
+    snapshot.append((endpoint(interface_endpoint_id=THIRD_ENDPOINT_ID), state(up=False)))
+    assert metrics.registry.get_sample_value(CONFIGURED) == len(snapshot) == 3
+
+    del snapshot[0]
+    assert metrics.registry.get_sample_value(CONFIGURED) == 2
+
+
+def test_build_info_names_the_running_version() -> None:
+    registry = MonitorMetrics().registry
+
+    assert registry.get_sample_value("atlas_monitor_build_info", {"version": __version__}) == 1
+    assert len(family(MonitorMetrics(), "atlas_monitor_build_info").samples) == 1
+
+
+@pytest.mark.parametrize("alert", [alert.value for alert in AlertName])
+def test_every_alert_counter_starts_at_zero(alert: str) -> None:
+    registry = MonitorMetrics().registry
+
+    assert registry.get_sample_value("atlas_monitor_alerts_total", {"alert": alert}) == 0
+
+
+def test_there_are_five_alert_counters() -> None:
+    alert_samples = [
+        sample
+        for sample in samples(MonitorMetrics(), "atlas_monitor_alerts")
+        if sample.name == "atlas_monitor_alerts_total"
+    ]
+
+    assert {sample.labels["alert"] for sample in alert_samples} == {
+        "rejected",
+        "error_message",
+        "not_found",
+        "unreachable",
+        "stuck",
+    }
+
+
+@pytest.mark.parametrize("result", ADD_RESULTS)
+def test_every_add_result_counter_starts_at_zero(result: str) -> None:
+    registry = MonitorMetrics().registry
+
+    value = registry.get_sample_value("atlas_monitor_endpoints_added_total", {"result": result})
+    assert value == 0
+
+
+def test_api_requests_are_counted_per_method_and_code() -> None:
+    metrics = MonitorMetrics()
+
+    metrics.observe_request("GET", "200", 0.12)
+    metrics.observe_request("GET", "200", 0.12)
+    metrics.observe_request("GET", "401", 0.01)
+
+    registry = metrics.registry
+    requests = "atlas_monitor_api_requests_total"
+    duration = "atlas_monitor_api_request_duration_seconds"
+    assert registry.get_sample_value(requests, {"method": "GET", "code": "200"}) == 2
+    assert registry.get_sample_value(requests, {"method": "GET", "code": "401"}) == 1
+    assert registry.get_sample_value(f"{duration}_count", {"method": "GET"}) == 3
+    assert registry.get_sample_value(f"{duration}_sum", {"method": "GET"}) == pytest.approx(0.25)
+
+
+def test_two_monitors_do_not_share_samples_nor_touch_the_global_registry() -> None:
+    busy = MonitorMetrics()
+    quiet = MonitorMetrics()
+    busy.watch(lambda: [(endpoint(), state())])
+
+    busy.observe_request("GET", "200", 0.5)
+    busy.alerts.labels(AlertName.REJECTED.value).inc()
+
+    requests = "atlas_monitor_api_requests_total"
+    assert busy.registry.get_sample_value(requests, {"method": "GET", "code": "200"}) == 1
+    assert quiet.registry.get_sample_value(requests, {"method": "GET", "code": "200"}) is None
+    assert quiet.registry.get_sample_value("atlas_monitor_alerts_total", {"alert": "rejected"}) == 0
+    assert quiet.registry.get_sample_value(UP, ids()) is None
+    assert quiet.registry.get_sample_value(CONFIGURED) is None
+    global_registry = prometheus_client.REGISTRY
+    build_info = {"version": __version__}
+    assert global_registry.get_sample_value("atlas_monitor_build_info", build_info) is None
+    assert global_registry.get_sample_value(requests, {"method": "GET", "code": "200"}) is None
+
+
+def test_no_sample_carries_a_timestamp(metrics: MonitorMetrics, snapshot: SnapshotList) -> None:
+    snapshot.append((endpoint(labels={"team": "payments"}), state(error_message="quota")))
+    snapshot.append((endpoint(interface_endpoint_id=OTHER_ENDPOINT_ID), None))
+    metrics.observe_request("GET", "200", 0.1)
+
+    parsed = [
+        sample
+        for parsed_family in text_string_to_metric_families(exposition(metrics))
+        for sample in parsed_family.samples
+    ]
+
+    assert {sample.name for sample in parsed} >= {*ENDPOINT_FAMILIES, CONFIGURED}
+    assert [sample for sample in parsed if sample.timestamp is not None] == []
+
+
+def test_collecting_leaves_the_snapshot_as_it_was(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    entries = [
+        (endpoint(labels={"team": "payments"}), state()),
+        (endpoint(interface_endpoint_id=OTHER_ENDPOINT_ID), None),
+    ]
+    snapshot.extend(entries)
+
+    exposition(metrics)
+
+    assert len(snapshot) == len(entries)
+    for (config, current), (original_config, original_state) in zip(snapshot, entries, strict=True):
+        assert config is original_config
+        assert current is original_state
+    assert snapshot[0][0].labels == {"team": "payments"}
+
+
+def test_watch_reads_the_snapshot_only_when_collected() -> None:
+    calls: list[None] = []
+    entries = ((endpoint(), state()),)
+
+    def snapshot_function() -> tuple[tuple[EndpointConfig, EndpointState | None], ...]:
+        calls.append(None)
+        return entries
+
+    metrics = MonitorMetrics()
+    metrics.watch(snapshot_function)
+    assert calls == []
+
+    exposition(metrics)
+    assert len(calls) == 1
+
+
+def test_openmetrics_rendering_ends_with_eof_and_status_is_a_gauge(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.append((endpoint(labels={"team": "payments"}), state()))
+    metrics.observe_request("GET", "200", 0.1)
+
+    text = openmetrics_exposition.generate_latest(metrics.registry).decode()
+
+    assert text.endswith("# EOF\n")
+    families = {
+        parsed.name: parsed for parsed in openmetrics_parser.text_string_to_metric_families(text)
+    }
+    assert families[STATUS].type == "gauge"
+    assert len(families[STATUS].samples) == len(ConnectionStatus)
+    assert families["atlas_monitor_api_requests"].type == "counter"
+    assert families[INFO].type == "gauge"
+
+
+def test_the_state_set_is_typed_gauge_in_the_text_format(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.append((endpoint(), state()))
+
+    assert f"# TYPE {STATUS} gauge\n" in exposition(metrics)

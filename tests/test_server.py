@@ -1,0 +1,176 @@
+"""The daemon over real sockets: simulator, scheduler, HTTP endpoints and alerts together."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+from structlog.testing import capture_logs
+
+from monitor import __version__
+from monitor.atlas import ConnectionStatus
+from monitor.simulator import Fault, Scenario
+from tests.conftest import (
+    StartDaemon,
+    StartSimulator,
+    endpoint_entry,
+    endpoint_id,
+    settings_for,
+    simulated,
+)
+
+HEALTHY = endpoint_entry(
+    interface_endpoint_id=endpoint_id(1), name="orders", labels={"env": "prod"}
+)
+REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="payments")
+
+
+async def fetch(url: str, **headers: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+        return response.status, response.headers["Content-Type"], await response.text()
+
+
+async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    status, _, text = await fetch(f"{url}/metrics")
+    assert status == 200
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def ids_of(entry: dict[str, Any]) -> dict[str, str]:
+    return {key: entry[key] for key in ("group_id", "private_link_id", "interface_endpoint_id")}
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, **labels: str
+) -> float | None:
+    return samples.get((metric, frozenset(labels.items())))
+
+
+async def test_metrics_show_the_state_set_of_every_endpoint(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    simulator, atlas_url = await start_simulator(
+        Scenario(endpoints=[simulated(HEALTHY), simulated(REJECTED, status="REJECTED")])
+    )
+    daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY, REJECTED]))
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
+    samples = await scrape(daemon.url)
+
+    for entry, current in ((HEALTHY, "AVAILABLE"), (REJECTED, "REJECTED")):
+        ids = ids_of(entry)
+        for status in ConnectionStatus:
+            expected = 1 if status.value == current else 0
+            assert (
+                value(samples, "atlas_interface_endpoint_status", **ids, status=status) == expected
+            )
+        assert value(samples, "atlas_interface_endpoint_up", **ids) == 1
+        assert value(samples, "atlas_interface_endpoint_error", **ids) == 0
+        assert value(samples, "atlas_interface_endpoint_delete_requested", **ids) == 0
+    info = value(
+        samples, "atlas_interface_endpoint_info", **ids_of(HEALTHY), name="orders", env="prod"
+    )
+    assert info == 1
+    assert value(samples, "atlas_monitor_alerts_total", alert="rejected") == 1
+    assert value(samples, "atlas_monitor_alerts_total", alert="error_message") == 0
+    assert value(samples, "atlas_monitor_endpoints_configured") == 2
+    assert value(samples, "atlas_monitor_build_info", version=__version__) == 1
+    # One Digest challenge for the life of the session, then one request per poll.
+    assert value(samples, "atlas_monitor_api_requests_total", method="GET", code="401") == 1
+    assert value(samples, "atlas_monitor_api_requests_total", method="GET", code="200") == 2
+    assert value(samples, "atlas_monitor_poll_cycle_duration_seconds_count") == 1
+
+    answered = simulator.stats.total()
+    for _ in range(5):
+        await scrape(daemon.url)
+    assert simulator.stats.total() == answered
+
+
+async def test_openmetrics_when_asked_for_and_no_timestamps(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY]))
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
+
+    status, content_type, text = await fetch(
+        f"{daemon.url}/metrics", Accept="application/openmetrics-text; version=1.0.0"
+    )
+    assert status == 200
+    assert content_type.startswith("application/openmetrics-text")
+    assert text.endswith("# EOF\n")
+
+    _, content_type, text = await fetch(f"{daemon.url}/metrics")
+    assert content_type.startswith("text/plain")
+    samples: list[Sample] = [
+        sample for family in text_string_to_metric_families(text) for sample in family.samples
+    ]
+    assert samples
+    assert all(sample.timestamp is None for sample in samples)
+
+
+async def test_readyz_waits_for_the_first_cycle_healthz_does_not(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(seconds: float) -> None:
+        entered.set()
+        await release.wait()
+
+    _, atlas_url = await start_simulator(
+        Scenario(endpoints=[simulated(HEALTHY, faults=[Fault(latency_seconds=1, times=1)])]),
+        sleep=held,
+    )
+    daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY]))
+    await asyncio.wait_for(entered.wait(), 10)
+
+    assert (await fetch(f"{daemon.url}/readyz"))[0] == 503
+    assert (await fetch(f"{daemon.url}/healthz"))[0] == 200
+    samples = await scrape(daemon.url)
+    assert value(samples, "atlas_interface_endpoint_up", **ids_of(HEALTHY)) == 0
+    assert not any(name == "atlas_interface_endpoint_status" for name, _ in samples)
+
+    release.set()
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
+    assert (await fetch(f"{daemon.url}/readyz"))[0] == 200
+
+
+async def test_landing_page_links_the_endpoints(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY]))
+    status, content_type, page = await fetch(f"{daemon.url}/")
+    assert status == 200
+    assert content_type.startswith("text/html")
+    for path in ("/metrics", "/healthz", "/readyz"):
+        assert f'href="{path}"' in page
+
+
+async def test_a_status_flip_resolves_the_alert_on_a_later_cycle(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    simulator, atlas_url = await start_simulator(
+        Scenario(endpoints=[simulated(REJECTED, status="REJECTED")])
+    )
+    settings = settings_for(atlas_url, endpoints=[REJECTED], poll={"interval_seconds": 0.05})
+    with capture_logs() as logs:
+        daemon = await start_daemon(settings)
+        await asyncio.wait_for(daemon.monitor.wait_for_cycles(2), 10)
+        simulator.set_endpoint(**ids_of(REJECTED), status="AVAILABLE")
+        # The cycle running at the flip may have read the old status; the one after cannot.
+        flipped_at = daemon.monitor.cycles_completed
+        await asyncio.wait_for(daemon.monitor.wait_for_cycles(flipped_at + 2), 10)
+        samples = await scrape(daemon.url)
+    alerts = [(line["alert"], line["state"]) for line in logs if line["event"] == "alert"]
+    assert alerts == [("rejected", "firing"), ("rejected", "resolved")]
+    ids = ids_of(REJECTED)
+    assert value(samples, "atlas_interface_endpoint_status", **ids, status="AVAILABLE") == 1
+    assert value(samples, "atlas_interface_endpoint_status", **ids, status="REJECTED") == 0
