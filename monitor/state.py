@@ -60,6 +60,9 @@ class EndpointState:
     status: ConnectionStatus | None = None
     raw_status: str | None = None
     status_since: float | None = None
+    provisioning_since: float | None = None
+    """When the endpoint entered NONE/PENDING_ACCEPTANCE/PENDING; moving between those three
+    keeps it, because "stuck" means "not AVAILABLE yet", whatever step it is on."""
     error_message: str | None = None
     delete_requested: bool = False
     up: bool = False
@@ -123,11 +126,13 @@ def _observe(previous: EndpointState, observation: Observation, now: float) -> E
     answer = observation.answer
     if answer is not None:
         same_status = answer.raw_status == previous.raw_status
+        provisioning = answer.connection_status in PROVISIONING_STATUSES
         return replace(
             previous,
             status=answer.connection_status,
             raw_status=answer.raw_status,
             status_since=previous.status_since if same_status else now,
+            provisioning_since=_provisioning_since(previous, now) if provisioning else None,
             error_message=answer.error_message,
             delete_requested=answer.delete_requested,
             up=True,
@@ -144,6 +149,7 @@ def _observe(previous: EndpointState, observation: Observation, now: float) -> E
             status=None,
             raw_status=None,
             status_since=None,
+            provisioning_since=None,
             error_message=None,
             delete_requested=False,
             up=False,
@@ -157,6 +163,10 @@ def _observe(previous: EndpointState, observation: Observation, now: float) -> E
         consecutive_failures=previous.consecutive_failures + 1,
         last_failure=observation.failure,
     )
+
+
+def _provisioning_since(previous: EndpointState, now: float) -> float:
+    return now if previous.provisioning_since is None else previous.provisioning_since
 
 
 def _conditions(
@@ -185,10 +195,9 @@ def _conditions(
 
 
 def _stuck(state: EndpointState, now: float, rules: AlertSettings) -> bool:
-    if not rules.stuck_after_seconds or state.status not in PROVISIONING_STATUSES:
+    if not rules.stuck_after_seconds or state.provisioning_since is None:
         return False
-    assert state.status_since is not None
-    return now - state.status_since >= rules.stuck_after_seconds
+    return now - state.provisioning_since >= rules.stuck_after_seconds
 
 
 def _reminder_due(last_emitted: float, now: float, rules: AlertSettings) -> bool:

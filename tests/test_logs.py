@@ -1,7 +1,10 @@
+"""Log lines: JSON, flushed, secrets masked, library logs included."""
+
 from __future__ import annotations
 
 import io
 import json
+import logging
 
 import structlog
 
@@ -41,3 +44,26 @@ def test_console_format_is_readable_text() -> None:
     structlog.get_logger("t").info("simulator_started", url="http://127.0.0.1:1")
     assert "simulator_started" in stream.getvalue()
     assert not stream.getvalue().startswith("{")
+
+
+def test_library_logging_comes_out_as_the_same_json_lines_masked_and_filtered() -> None:
+    stream = io.StringIO()
+    configure_logging("warning", "json", stream=stream, secrets=[PRIVATE_KEY])
+    logging.getLogger("aiohttp.server").error("Error handling request from %s", PRIVATE_KEY)
+    logging.getLogger("aiohttp.server").info("below the configured level")
+    logging.getLogger("apscheduler.scheduler").warning("APScheduler's own chatter")
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == f"Error handling request from {REDACTED}"
+    assert record["logger"] == "aiohttp.server"
+    assert record["level"] == "error"
+    assert record["timestamp"].endswith("Z")
+
+
+def test_reconfiguring_replaces_the_handler_instead_of_doubling_lines() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("info", "json", stream=first)
+    configure_logging("info", "json", stream=second)
+    logging.getLogger("aiohttp.server").warning("once")
+    assert first.getvalue() == ""
+    assert len(second.getvalue().splitlines()) == 1

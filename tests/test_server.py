@@ -92,7 +92,7 @@ async def test_metrics_show_the_state_set_of_every_endpoint(
     assert simulator.stats.total() == answered
 
 
-async def test_openmetrics_when_asked_for_and_no_timestamps(
+async def test_openmetrics_when_asked_for_gzip_when_accepted_and_no_timestamps(
     start_simulator: StartSimulator, start_daemon: StartDaemon
 ) -> None:
     _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
@@ -106,8 +106,13 @@ async def test_openmetrics_when_asked_for_and_no_timestamps(
     assert content_type.startswith("application/openmetrics-text")
     assert text.endswith("# EOF\n")
 
-    _, content_type, text = await fetch(f"{daemon.url}/metrics")
-    assert content_type.startswith("text/plain")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{daemon.url}/metrics", headers={"Accept-Encoding": "gzip"}) as response,
+    ):
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
     samples: list[Sample] = [
         sample for family in text_string_to_metric_families(text) for sample in family.samples
     ]
