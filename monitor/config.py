@@ -164,6 +164,16 @@ class EndpointConfig(_Section):
         return self.name or self.interface_endpoint_id
 
 
+def endpoint_identity(endpoint: EndpointConfig) -> dict[str, str]:
+    """The fields that name an endpoint in every log line about it."""
+    return {
+        "group_id": endpoint.group_id,
+        "private_link_id": endpoint.private_link_id,
+        "interface_endpoint_id": endpoint.interface_endpoint_id,
+        "name": endpoint.display_name,
+    }
+
+
 class MonitorConfig(_Section):
     atlas: AtlasSettings = AtlasSettings()
     poll: PollSettings = PollSettings()

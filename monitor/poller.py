@@ -6,15 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from monitor.add_missing import add_if_missing
 from monitor.alerts import emit_alert
 from monitor.atlas import (
     AtlasClient,
@@ -26,16 +27,9 @@ from monitor.atlas import (
     RequestObserver,
     describe_failure,
 )
-from monitor.config import EndpointConfig, MonitorConfig, Settings
+from monitor.config import EndpointConfig, MonitorConfig, Settings, endpoint_identity
 from monitor.metrics import MonitorMetrics, Snapshot
-from monitor.state import (
-    AddAction,
-    AddPolicy,
-    EndpointState,
-    Observation,
-    advance,
-    next_add_action,
-)
+from monitor.state import AddPolicy, EndpointState, Observation, advance
 
 log = structlog.get_logger(__name__)
 
@@ -194,8 +188,13 @@ class Monitor:
         try:
             result = await poll_endpoint(client, endpoint)
             previous = self._states.get(endpoint.ref, EndpointState())
-            state, observation = await self._add_if_missing(
-                client, endpoint, previous, result.observation()
+            state, observation = await add_if_missing(
+                client,
+                endpoint,
+                AddPolicy.for_endpoint(self.config, endpoint),
+                previous,
+                result.observation(),
+                self.metrics,
             )
             transition = advance(state, observation, self._clock(), self.config.alerts)
             self._states[endpoint.ref] = transition.state
@@ -206,65 +205,7 @@ class Monitor:
                     self.metrics.alerts.labels(event.alert.value).inc()
         except Exception:
             # A bug must cost one endpoint one cycle, never the others or the daemon.
-            log.exception("endpoint_check_failed", **_identity(endpoint))
-
-    async def _add_if_missing(
-        self,
-        client: AtlasClient,
-        endpoint: EndpointConfig,
-        state: EndpointState,
-        observation: Observation,
-    ) -> tuple[EndpointState, Observation]:
-        """Carry out add-on-missing's decision; returns the bookkeeping and what to observe."""
-        policy = AddPolicy.for_endpoint(self.config, endpoint)
-        action = next_add_action(state, observation, policy)
-        identity = _identity(endpoint)
-        if action is AddAction.DRY_RUN:
-            log.info("endpoint_add_dry_run", **identity, would="POST")
-            self.metrics.endpoints_added.labels("dry_run").inc()
-            return replace(state, dry_run_reported=True), observation
-        if action is AddAction.ADD:
-            attempt = state.add_attempts + 1
-            state = replace(state, add_attempts=attempt)
-            progress = {"attempt": attempt, "max_attempts": policy.max_attempts}
-            try:
-                answer = await client.add_interface_endpoint(endpoint.ref)
-            except AtlasError as error:
-                self.metrics.endpoints_added.labels("failed").inc()
-                log.error("endpoint_add_failed", **identity, **progress, **_error_fields(error))
-                return state, observation
-            self.metrics.endpoints_added.labels("added").inc()
-            log.info(
-                "endpoint_added",
-                **identity,
-                **progress,
-                connection_status=answer.connection_status.value,
-            )
-            return replace(state, added_by_monitor=True), Observation.answered(answer)
-        if action is AddAction.DELETE_FOR_RECREATE:
-            state = replace(state, recreate_deletes=state.recreate_deletes + 1)
-            failed = observation.answer
-            assert failed is not None
-            failure = {
-                "connection_status": failed.connection_status.value,
-                "error_message": failed.error_message,
-            }
-            try:
-                existed = await client.delete_interface_endpoint(endpoint.ref)
-            except AtlasError as error:
-                log.error(
-                    "endpoint_recreate_delete_failed", **identity, **failure, **_error_fields(error)
-                )
-                return state, observation
-            log.warning(
-                "endpoint_deleted_for_recreate",
-                **identity,
-                **failure,
-                existed=existed,
-                deletes=state.recreate_deletes,
-                max_attempts=policy.max_attempts,
-            )
-        return state, observation
+            log.exception("endpoint_check_failed", **endpoint_identity(endpoint))
 
     def _log_cycle(self, duration: float) -> None:
         states = [state for _, state in self.snapshot() if state is not None]
@@ -296,6 +237,7 @@ class PollScheduler:
         self._client = client
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._running_cycle: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
@@ -312,6 +254,8 @@ class PollScheduler:
 
     async def stop(self) -> None:
         """Stop scheduling, cancel the cycle in flight and wait for it to unwind."""
+        # APScheduler shuts down on a later loop iteration; no cycle may start meanwhile.
+        self._stopping = True
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         cycle = self._running_cycle
@@ -322,6 +266,8 @@ class PollScheduler:
                 log.error("poll_cycle_did_not_stop", timeout_seconds=STOP_TIMEOUT_SECONDS)
 
     async def _cycle(self) -> None:
+        if self._stopping:
+            return
         self._running_cycle = asyncio.current_task()
         try:
             await self._monitor.run_cycle(self._client)
@@ -343,28 +289,11 @@ class PollScheduler:
         )
 
 
-def _identity(endpoint: EndpointConfig) -> dict[str, str]:
-    return {
-        "group_id": endpoint.group_id,
-        "private_link_id": endpoint.private_link_id,
-        "interface_endpoint_id": endpoint.interface_endpoint_id,
-        "name": endpoint.display_name,
-    }
-
-
-def _error_fields(error: AtlasError) -> dict[str, Any]:
-    return {
-        "cause": error.summary,
-        "error_code": getattr(error, "error_code", None),
-        "status": getattr(error, "status", None),
-    }
-
-
 def _log_endpoint_change(
     endpoint: EndpointConfig, previous: EndpointState, state: EndpointState
 ) -> None:
     """Changes only: a healthy endpoint polled again says nothing above debug."""
-    identity = _identity(endpoint)
+    identity = endpoint_identity(endpoint)
     if state.raw_status != previous.raw_status and state.raw_status is not None:
         log.info(
             "endpoint_status_changed",

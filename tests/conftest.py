@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,9 +28,11 @@ from aioresponses import aioresponses
 from pydantic import SecretStr
 from yarl import URL
 
+from monitor.atlas import AtlasClient
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import bound_url, serve_app
-from monitor.poller import Monitor
+from monitor.metrics import MonitorMetrics
+from monitor.poller import Monitor, build_client
 from monitor.server import MONITOR, create_app
 from monitor.simulator import Scenario, ScenarioEndpoint, Simulator
 
@@ -85,6 +88,30 @@ def simulated(entry: dict[str, Any], **state: Any) -> ScenarioEndpoint:
     error_message, timeline, faults...)."""
     ids = ("group_id", "private_link_id", "interface_endpoint_id")
     return ScenarioEndpoint(**{key: entry[key] for key in ids}, **state)
+
+
+def ids_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """The three ids of a config entry, as keywords for the simulator's methods."""
+    return {key: entry[key] for key in ("group_id", "private_link_id", "interface_endpoint_id")}
+
+
+@contextlib.asynccontextmanager
+async def monitoring(
+    settings: Settings, clock: Callable[[], float] = time.time
+) -> AsyncIterator[tuple[Monitor, AtlasClient]]:
+    """A Monitor and its client, for driving cycles by hand (no scheduler)."""
+    monitor = Monitor(settings.config, MonitorMetrics(), clock=clock)
+    async with build_client(settings, observer=monitor.metrics.observe_request) as client:
+        yield monitor, client
+
+
+def events_in(logs: Iterable[Mapping[str, Any]], event: str) -> list[Mapping[str, Any]]:
+    return [line for line in logs if line["event"] == event]
+
+
+def alerts_in(logs: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """(name, alert, state) of every alert line, in order."""
+    return [(line["name"], line["alert"], line["state"]) for line in events_in(logs, "alert")]
 
 
 WriteConfig = Callable[..., Path]

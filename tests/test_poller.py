@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from pydantic import SecretStr
 from structlog.testing import capture_logs
@@ -19,9 +15,8 @@ from monitor.atlas import (
     EndpointRef,
     InterfaceEndpoint,
 )
-from monitor.config import EndpointConfig, Settings
-from monitor.metrics import MonitorMetrics
-from monitor.poller import Monitor, PollScheduler, build_client, poll_endpoints
+from monitor.config import EndpointConfig
+from monitor.poller import PollScheduler, poll_endpoints
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
 from tests.conftest import (
     GROUP_ID,
@@ -29,8 +24,12 @@ from tests.conftest import (
     PRIVATE_LINK_ID,
     PUBLIC_KEY,
     StartSimulator,
+    alerts_in,
     endpoint_entry,
     endpoint_id,
+    events_in,
+    ids_of,
+    monitoring,
     settings_for,
     simulated,
 )
@@ -137,34 +136,9 @@ async def test_a_concurrent_first_cycle_pays_the_digest_challenge_once(
     assert simulator.stats.total() == 1 + 2 * 12
 
 
-@contextlib.asynccontextmanager
-async def monitoring(
-    settings: Settings, clock: Callable[[], float] = time.time
-) -> AsyncIterator[tuple[Monitor, AtlasClient]]:
-    """A Monitor and its client, for driving cycles by hand (no scheduler)."""
-    monitor = Monitor(settings.config, MonitorMetrics(), clock=clock)
-    async with build_client(settings, observer=monitor.metrics.observe_request) as client:
-        yield monitor, client
-
-
-def alerts_in(logs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    return [
-        (line["name"], line["alert"], line["state"]) for line in logs if line["event"] == "alert"
-    ]
-
-
-def ids(entry: dict[str, Any]) -> tuple[str, str, str]:
-    return entry["group_id"], entry["private_link_id"], entry["interface_endpoint_id"]
-
-
-def events_in(logs: list[dict[str, Any]], event: str) -> list[dict[str, Any]]:
-    return [line for line in logs if line["event"] == event]
-
-
 HEALTHY = endpoint_entry(interface_endpoint_id=endpoint_id(1), name="healthy")
 REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="rejected")
 BROKEN = endpoint_entry(interface_endpoint_id=endpoint_id(3), name="broken")
-MISSING = endpoint_entry(interface_endpoint_id=endpoint_id(4), name="missing")
 
 
 async def test_each_broken_endpoint_alerts_once_across_cycles(
@@ -209,7 +183,7 @@ async def test_a_fixed_endpoint_resolves_its_alert_once(start_simulator: StartSi
     )
     async with monitoring(settings_for(url, endpoints=[REJECTED])) as (monitor, client):
         await monitor.run_cycle(client)
-        simulator.set_endpoint(*ids(REJECTED), status="AVAILABLE")
+        simulator.set_endpoint(**ids_of(REJECTED), status="AVAILABLE")
         with capture_logs() as logs:
             await monitor.run_cycle(client)
             await monitor.run_cycle(client)
@@ -232,7 +206,7 @@ async def test_unreachable_fires_after_consecutive_failures_and_keeps_the_last_s
     )
     async with monitoring(settings) as (monitor, client):
         await monitor.run_cycle(client)
-        simulator.add_fault(*ids(REJECTED), Fault(status=500, times=2))
+        simulator.add_fault(**ids_of(REJECTED), fault=Fault(status=500, times=2))
         with capture_logs() as logs:
             await monitor.run_cycle(client)
             assert alerts_in(logs) == []
@@ -258,123 +232,6 @@ async def test_unreachable_fires_after_consecutive_failures_and_keeps_the_last_s
     ]
     assert failed_warnings == ["rejected"]
     assert [line["name"] for line in events_in(logs, "endpoint_poll_recovered")] == ["rejected"]
-
-
-async def test_a_missing_endpoint_is_added_once_and_then_watched(
-    start_simulator: StartSimulator,
-) -> None:
-    simulator, url = await start_simulator(Scenario(endpoints=[simulated(MISSING, exists=False)]))
-    settings = settings_for(url, endpoints=[{**MISSING, "add_if_missing": True}])
-    with capture_logs() as logs:
-        async with monitoring(settings) as (monitor, client):
-            for _ in range(3):
-                await monitor.run_cycle(client)
-    assert simulator.stats.requests[("POST", 201)] == 1
-    assert (
-        sum(count for (method, _), count in simulator.stats.requests.items() if method == "POST")
-        == 1
-    )
-    (added,) = events_in(logs, "endpoint_added")
-    assert (added["name"], added["attempt"], added["connection_status"]) == ("missing", 1, "NONE")
-    assert alerts_in(logs) == []
-    registry = monitor.metrics.registry
-    assert (
-        registry.get_sample_value("atlas_monitor_endpoints_added_total", {"result": "added"}) == 1
-    )
-    state = monitor.state_of(EndpointConfig.model_validate(MISSING))
-    assert state is not None
-    assert state.up
-    assert state.added_by_monitor
-
-
-async def test_dry_run_reports_once_changes_nothing_and_alerts_not_found(
-    start_simulator: StartSimulator,
-) -> None:
-    simulator, url = await start_simulator(Scenario(endpoints=[simulated(MISSING, exists=False)]))
-    settings = settings_for(
-        url, endpoints=[MISSING], add_missing={"enabled": True, "dry_run": True}
-    )
-    with capture_logs() as logs:
-        async with monitoring(settings) as (monitor, client):
-            for _ in range(3):
-                await monitor.run_cycle(client)
-    assert simulator.stats.requests[("GET", 404)] == 3
-    assert simulator.stats.total() == 1 + 3
-    assert len(events_in(logs, "endpoint_add_dry_run")) == 1
-    assert events_in(logs, "endpoint_added") == []
-    assert alerts_in(logs) == [("missing", "not_found", "firing")]
-    assert (
-        monitor.metrics.registry.get_sample_value(
-            "atlas_monitor_endpoints_added_total", {"result": "dry_run"}
-        )
-        == 1
-    )
-
-
-async def test_a_refused_add_is_retried_per_cycle_up_to_max_attempts(
-    start_simulator: StartSimulator,
-) -> None:
-    refused = Fault(methods=["POST"], status=400, error_code="INVALID_ATTRIBUTE")
-    simulator, url = await start_simulator(
-        Scenario(endpoints=[simulated(MISSING, exists=False, faults=[refused])])
-    )
-    settings = settings_for(
-        url, endpoints=[MISSING], add_missing={"enabled": True, "max_attempts": 2}
-    )
-    with capture_logs() as logs:
-        async with monitoring(settings) as (monitor, client):
-            for _ in range(4):
-                await monitor.run_cycle(client)
-    assert simulator.stats.requests[("POST", 400)] == 2
-    failures = events_in(logs, "endpoint_add_failed")
-    assert [(line["attempt"], line["error_code"], line["log_level"]) for line in failures] == [
-        (1, "INVALID_ATTRIBUTE", "error"),
-        (2, "INVALID_ATTRIBUTE", "error"),
-    ]
-    assert alerts_in(logs) == [("missing", "not_found", "firing")]
-    assert (
-        monitor.metrics.registry.get_sample_value(
-            "atlas_monitor_endpoints_added_total", {"result": "failed"}
-        )
-        == 2
-    )
-
-
-async def test_recreate_deletes_a_failed_endpoint_it_added_then_adds_it_again(
-    start_simulator: StartSimulator,
-) -> None:
-    now = [1000.0]
-    simulator, url = await start_simulator(
-        Scenario(step_seconds=10, endpoints=[simulated(MISSING, exists=False)]),
-        clock=lambda: now[0],
-    )
-    settings = settings_for(
-        url,
-        endpoints=[MISSING],
-        add_missing={"enabled": True, "recreate_failed": True, "max_attempts": 2},
-    )
-    with capture_logs() as logs:
-        async with monitoring(settings) as (monitor, client):
-            await monitor.run_cycle(client)  # 404: POST (attempt 1)
-            simulator.set_endpoint(*ids(MISSING), status="REJECTED")
-            await monitor.run_cycle(client)  # REJECTED: DELETE
-            assert simulator.endpoint_state(*ids(MISSING))["connectionStatus"] == "DELETING"  # type: ignore[index]
-            await monitor.run_cycle(client)  # DELETING: wait
-            now[0] += 10
-            await monitor.run_cycle(client)  # gone, 404: POST (attempt 2)
-            simulator.set_endpoint(*ids(MISSING), status="REJECTED")
-            await monitor.run_cycle(client)  # REJECTED again, attempts used up: leave it
-            await monitor.run_cycle(client)
-    assert simulator.stats.requests[("POST", 201)] == 2
-    assert simulator.stats.requests[("DELETE", 204)] == 1
-    assert [line["attempt"] for line in events_in(logs, "endpoint_added")] == [1, 2]
-    (deleted,) = events_in(logs, "endpoint_deleted_for_recreate")
-    assert deleted["connection_status"] == "REJECTED"
-    assert alerts_in(logs) == [
-        ("missing", "rejected", "firing"),
-        ("missing", "rejected", "resolved"),
-        ("missing", "rejected", "firing"),
-    ]
 
 
 async def test_stuck_fires_when_a_pending_status_outlasts_the_limit(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,8 +15,10 @@ from monitor.simulator import Fault, Scenario
 from tests.conftest import (
     StartDaemon,
     StartSimulator,
+    alerts_in,
     endpoint_entry,
     endpoint_id,
+    ids_of,
     settings_for,
     simulated,
 )
@@ -41,10 +42,6 @@ async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-def ids_of(entry: dict[str, Any]) -> dict[str, str]:
-    return {key: entry[key] for key in ("group_id", "private_link_id", "interface_endpoint_id")}
 
 
 def value(
@@ -174,8 +171,10 @@ async def test_a_status_flip_resolves_the_alert_on_a_later_cycle(
         flipped_at = daemon.monitor.cycles_completed
         await asyncio.wait_for(daemon.monitor.wait_for_cycles(flipped_at + 2), 10)
         samples = await scrape(daemon.url)
-    alerts = [(line["alert"], line["state"]) for line in logs if line["event"] == "alert"]
-    assert alerts == [("rejected", "firing"), ("rejected", "resolved")]
+    assert alerts_in(logs) == [
+        ("payments", "rejected", "firing"),
+        ("payments", "rejected", "resolved"),
+    ]
     ids = ids_of(REJECTED)
     assert value(samples, "atlas_interface_endpoint_status", **ids, status="AVAILABLE") == 1
     assert value(samples, "atlas_interface_endpoint_status", **ids, status="REJECTED") == 0

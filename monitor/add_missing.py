@@ -1,0 +1,97 @@
+"""Add-on-missing: carrying out what ``state.next_add_action`` decided, against Atlas.
+
+The decision (add, report a dry run, delete for a recreate, or nothing) is pure and lives in
+``monitor.state``; this module makes the call, logs each step, counts the outcome, and
+returns the bookkeeping and the observation the state machine should see next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import structlog
+
+from monitor.atlas import AtlasApiError, AtlasClient, AtlasError
+from monitor.config import EndpointConfig, endpoint_identity
+from monitor.metrics import MonitorMetrics
+from monitor.state import AddAction, AddPolicy, EndpointState, Observation, next_add_action
+
+log = structlog.get_logger(__name__)
+
+
+async def add_if_missing(
+    client: AtlasClient,
+    endpoint: EndpointConfig,
+    policy: AddPolicy,
+    state: EndpointState,
+    observation: Observation,
+    metrics: MonitorMetrics,
+) -> tuple[EndpointState, Observation]:
+    """A successful POST replaces the 404 with the new endpoint's answer, so the endpoint is
+    watched (and no ``not_found`` fires) from this very cycle on."""
+    action = next_add_action(state, observation, policy)
+    identity = endpoint_identity(endpoint)
+    if action is AddAction.DRY_RUN:
+        log.info("endpoint_add_dry_run", **identity, would="POST")
+        metrics.endpoints_added.labels("dry_run").inc()
+        return replace(state, dry_run_reported=True), observation
+    if action is AddAction.ADD:
+        attempt = state.add_attempts + 1
+        state = replace(state, add_attempts=attempt)
+        progress = {"attempt": attempt, "max_attempts": policy.max_attempts}
+        try:
+            answer = await client.add_interface_endpoint(endpoint.ref)
+        except AtlasError as error:
+            metrics.endpoints_added.labels("failed").inc()
+            log.error("endpoint_add_failed", **identity, **progress, **_error_fields(error))
+            return state, observation
+        metrics.endpoints_added.labels("added").inc()
+        log.info(
+            "endpoint_added",
+            **identity,
+            **progress,
+            connection_status=answer.connection_status.value,
+        )
+        return replace(state, added_by_monitor=True), Observation.answered(answer)
+    if action is AddAction.DELETE_FOR_RECREATE:
+        return await _delete_for_recreate(client, endpoint, policy, state, observation), observation
+    return state, observation
+
+
+async def _delete_for_recreate(
+    client: AtlasClient,
+    endpoint: EndpointConfig,
+    policy: AddPolicy,
+    state: EndpointState,
+    observation: Observation,
+) -> EndpointState:
+    """Step one of a recreate; step two is the ADD once Atlas answers 404 for it."""
+    state = replace(state, recreate_deletes=state.recreate_deletes + 1)
+    failed = observation.answer
+    assert failed is not None
+    context = {
+        **endpoint_identity(endpoint),
+        "connection_status": failed.connection_status.value,
+        "error_message": failed.error_message,
+    }
+    try:
+        existed = await client.delete_interface_endpoint(endpoint.ref)
+    except AtlasError as error:
+        log.error("endpoint_recreate_delete_failed", **context, **_error_fields(error))
+        return state
+    log.warning(
+        "endpoint_deleted_for_recreate",
+        **context,
+        existed=existed,
+        deletes=state.recreate_deletes,
+        max_attempts=policy.max_attempts,
+    )
+    return state
+
+
+def _error_fields(error: AtlasError) -> dict[str, Any]:
+    """Atlas' own words for the failure, for the operator who has to fix it."""
+    if isinstance(error, AtlasApiError):
+        return {"cause": error.summary, "status": error.status, "error_code": error.error_code}
+    return {"cause": error.summary}
