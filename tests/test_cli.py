@@ -9,8 +9,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -302,15 +303,33 @@ DEMO_ALERTS = [
 ]
 
 
-def test_run_serves_metrics_alerts_once_and_stops_on_sigterm_within_10_s(
+@pytest.fixture
+def start_demo_daemon(
     simulator_process: Callable[..., tuple[Process, str]], write_config: WriteConfig
+) -> Iterator[Callable[..., Process]]:
+    """`run` as a child process on the demo config, against the demo scenario's simulator;
+    keyword arguments change the `poll` section."""
+    started: list[Process] = []
+
+    def start(**poll: Any) -> Process:
+        _, atlas_url = simulator_process()
+        document = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+        document["atlas"]["base_url"] = atlas_url
+        document["poll"].update(poll)
+        document["server"]["port"] = unused_port()
+        process = Process(["run", "--config", str(write_config(document))], subprocess_env())
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def test_run_serves_metrics_alerts_once_and_stops_on_sigterm_within_10_s(
+    start_demo_daemon: Callable[..., Process],
 ) -> None:
-    _, atlas_url = simulator_process()
-    document = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
-    document["atlas"]["base_url"] = atlas_url
-    document["poll"]["interval_seconds"] = 0.5
-    document["server"]["port"] = unused_port()
-    daemon = Process(["run", "--config", str(write_config(document))], subprocess_env())
+    daemon = start_demo_daemon(interval_seconds=0.5)
     try:
         started = json.loads(daemon.wait_for_line(is_event("monitor_started")))
         daemon.wait_for_line(is_event("poll_cycle_finished"))
@@ -330,13 +349,9 @@ def test_run_serves_metrics_alerts_once_and_stops_on_sigterm_within_10_s(
 
 
 def test_run_stops_cleanly_when_signalled_during_its_first_cycle(
-    simulator_process: Callable[..., tuple[Process, str]], write_config: WriteConfig
+    start_demo_daemon: Callable[..., Process],
 ) -> None:
-    _, atlas_url = simulator_process()
-    document = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
-    document["atlas"]["base_url"] = atlas_url
-    document["server"]["port"] = unused_port()
-    daemon = Process(["run", "--config", str(write_config(document))], subprocess_env())
+    daemon = start_demo_daemon()
     # batch-prod's scripted 503 and 429 (Retry-After 1 s) keep the first cycle busy.
     daemon.wait_for_line(is_event("atlas_request_retry"))
     assert daemon.stop(signal.SIGTERM) == 0
