@@ -114,20 +114,16 @@ def _run(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return EXIT_INVALID_CONFIG
-    _configure_daemon_logging(settings)
-
-    async def start(services: contextlib.AsyncExitStack) -> None:
-        await start_daemon(services, settings)
-
-    return asyncio.run(serve_until_stopped(start))
-
-
-def _configure_daemon_logging(settings: Settings) -> None:
     configure_logging(
         settings.config.log.level,
         settings.config.log.format,
         secrets=[settings.credentials.private_key.get_secret_value()],
     )
+
+    async def start(services: contextlib.AsyncExitStack) -> None:
+        await start_daemon(services, settings)
+
+    return asyncio.run(serve_until_stopped(start))
 
 
 def _check(args: argparse.Namespace) -> int:

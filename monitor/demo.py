@@ -6,7 +6,6 @@ import contextlib
 from importlib import resources
 from pathlib import Path
 
-import structlog
 import yaml
 from pydantic import SecretStr
 
@@ -15,8 +14,6 @@ from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack, serve_until_stopped
 from monitor.server import start_daemon
 from monitor.simulator import Simulator, default_scenario
-
-log = structlog.get_logger(__name__)
 
 # Known to everybody on purpose: they only open the local simulator.
 DEMO_PUBLIC_KEY = "demo-public-key"
