@@ -19,7 +19,7 @@ from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
 PROVISIONING_STATUSES = frozenset(
     {ConnectionStatus.NONE, ConnectionStatus.PENDING_ACCEPTANCE, ConnectionStatus.PENDING}
 )
-"""Statuses an endpoint passes through on its way to AVAILABLE; staying in one is "stuck"."""
+"""Statuses an endpoint passes through on its way to AVAILABLE; staying among them is "stuck"."""
 
 ANSWER_CONDITIONS = frozenset(
     {AlertName.REJECTED, AlertName.ERROR_MESSAGE, AlertName.NOT_FOUND, AlertName.STUCK}
