@@ -8,6 +8,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 import structlog
 
@@ -110,15 +111,21 @@ def _print_problems(title: str, problems: Sequence[str]) -> None:
     print(title, *(f"  {problem}" for problem in problems), sep="\n", file=sys.stderr)
 
 
+def _log_as_configured(settings: Settings, stream: TextIO | None = None) -> None:
+    """The config's level and format, with the private key masked wherever it might slip in."""
+    configure_logging(
+        settings.config.log.level,
+        settings.config.log.format,
+        stream=stream,
+        secrets=[settings.credentials.private_key.get_secret_value()],
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     settings = _load(args)
     if settings is None:
         return EXIT_INVALID_CONFIG
-    configure_logging(
-        settings.config.log.level,
-        settings.config.log.format,
-        secrets=[settings.credentials.private_key.get_secret_value()],
-    )
+    _log_as_configured(settings)
 
     async def start(services: contextlib.AsyncExitStack) -> None:
         await start_daemon(services, settings)
@@ -149,12 +156,7 @@ def _once(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_INVALID_CONFIG
     # stdout carries the result, so the logs (retries, failures) go to stderr.
-    configure_logging(
-        settings.config.log.level,
-        settings.config.log.format,
-        stream=sys.stderr,
-        secrets=[settings.credentials.private_key.get_secret_value()],
-    )
+    _log_as_configured(settings, stream=sys.stderr)
     results = asyncio.run(poll_once(settings))
     print(render_json(results) if args.output == "json" else render_table(results))
     return EXIT_ALERT if has_alert(results) else EXIT_OK
