@@ -5,6 +5,7 @@ from __future__ import annotations
 from structlog.testing import capture_logs
 
 from monitor.config import EndpointConfig
+from monitor.poller import Monitor
 from monitor.simulator import Fault, Scenario
 from tests.conftest import (
     StartSimulator,
@@ -19,6 +20,12 @@ from tests.conftest import (
 )
 
 MISSING = endpoint_entry(interface_endpoint_id=endpoint_id(4), name="missing")
+
+
+def added_total(monitor: Monitor, result: str) -> float | None:
+    return monitor.metrics.registry.get_sample_value(
+        "atlas_monitor_endpoints_added_total", {"result": result}
+    )
 
 
 async def test_a_missing_endpoint_is_added_once_and_then_watched(
@@ -38,10 +45,7 @@ async def test_a_missing_endpoint_is_added_once_and_then_watched(
     (added,) = events_in(logs, "endpoint_added")
     assert (added["name"], added["attempt"], added["connection_status"]) == ("missing", 1, "NONE")
     assert alerts_in(logs) == []
-    registry = monitor.metrics.registry
-    assert (
-        registry.get_sample_value("atlas_monitor_endpoints_added_total", {"result": "added"}) == 1
-    )
+    assert added_total(monitor, "added") == 1
     state = monitor.state_of(EndpointConfig.model_validate(MISSING))
     assert state is not None
     assert state.up
@@ -64,12 +68,7 @@ async def test_dry_run_reports_once_changes_nothing_and_alerts_not_found(
     assert len(events_in(logs, "endpoint_add_dry_run")) == 1
     assert events_in(logs, "endpoint_added") == []
     assert alerts_in(logs) == [("missing", "not_found", "firing")]
-    assert (
-        monitor.metrics.registry.get_sample_value(
-            "atlas_monitor_endpoints_added_total", {"result": "dry_run"}
-        )
-        == 1
-    )
+    assert added_total(monitor, "dry_run") == 1
 
 
 async def test_a_refused_add_is_retried_per_cycle_up_to_max_attempts(
@@ -93,12 +92,7 @@ async def test_a_refused_add_is_retried_per_cycle_up_to_max_attempts(
         (2, "INVALID_ATTRIBUTE", "error"),
     ]
     assert alerts_in(logs) == [("missing", "not_found", "firing")]
-    assert (
-        monitor.metrics.registry.get_sample_value(
-            "atlas_monitor_endpoints_added_total", {"result": "failed"}
-        )
-        == 2
-    )
+    assert added_total(monitor, "failed") == 2
 
 
 async def test_recreate_deletes_a_failed_endpoint_it_added_then_adds_it_again(
