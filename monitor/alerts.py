@@ -1,4 +1,4 @@
-"""Alert names, the conditions a single observation shows, and the alert log line itself."""
+"""Alert names and the alert log line itself; when alerts fire is decided in ``monitor.state``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from monitor.atlas import AtlasNotFoundError, ConnectionStatus, InterfaceEndpoint
+from monitor.atlas import ConnectionStatus
 
 if TYPE_CHECKING:
     from monitor.config import EndpointConfig
@@ -29,27 +29,6 @@ class AlertName(StrEnum):
     NOT_FOUND = "not_found"
     UNREACHABLE = "unreachable"
     STUCK = "stuck"
-
-
-def observed_conditions(
-    answer: InterfaceEndpoint | None, error: Exception | None
-) -> frozenset[AlertName]:
-    """Alert conditions visible in one poll, with no history.
-
-    A failed poll (other than 404) counts as ``unreachable`` here; the daemon instead waits
-    for several consecutive failures, and ``stuck`` needs time in status, so both of those
-    thresholds are applied where history is kept (``monitor.state``).
-    """
-    if answer is None:
-        if isinstance(error, AtlasNotFoundError):
-            return frozenset({AlertName.NOT_FOUND})
-        return frozenset({AlertName.UNREACHABLE})
-    conditions = set()
-    if answer.connection_status is ConnectionStatus.REJECTED:
-        conditions.add(AlertName.REJECTED)
-    if answer.error_message is not None:
-        conditions.add(AlertName.ERROR_MESSAGE)
-    return frozenset(conditions)
 
 
 def emit_alert(endpoint: EndpointConfig, event: AlertEvent) -> None:

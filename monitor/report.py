@@ -6,9 +6,15 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from monitor.alerts import observed_conditions
+from monitor.alerts import AlertName
 from monitor.atlas import describe_failure
+from monitor.config import AlertSettings
 from monitor.poller import PollResult
+from monitor.state import EndpointState, advance
+
+# One poll has no history: any failure counts as unreachable, and time in status (stuck)
+# cannot be judged. Otherwise the daemon's own rules apply, so the two never disagree.
+_SINGLE_POLL_RULES = AlertSettings(unreachable_after_failures=1, stuck_after_seconds=0)
 
 
 def result_record(result: PollResult) -> dict[str, Any]:
@@ -23,13 +29,19 @@ def result_record(result: PollResult) -> dict[str, Any]:
         "error_message": answer.error_message if answer else None,
         "delete_requested": answer.delete_requested if answer else None,
         "up": result.up,
-        "alerts": sorted(observed_conditions(answer, result.error)),
+        "alerts": sorted(alert_conditions(result)),
         "poll_error": None if result.error is None else describe_failure(result.error),
     }
 
 
 def has_alert(results: Sequence[PollResult]) -> bool:
-    return any(observed_conditions(result.answer, result.error) for result in results)
+    return any(alert_conditions(result) for result in results)
+
+
+def alert_conditions(result: PollResult) -> frozenset[AlertName]:
+    """The alerts the daemon would fire on its first look at this result."""
+    first_look = advance(EndpointState(), result.observation(), 0.0, _SINGLE_POLL_RULES)
+    return frozenset(first_look.state.firing)
 
 
 def render_json(results: Sequence[PollResult]) -> str:

@@ -1,4 +1,4 @@
-"""Alert conditions of a single poll, and the alert log line."""
+"""The alert log line: the contract's fields, whatever the log level."""
 
 from __future__ import annotations
 
@@ -6,16 +6,11 @@ import io
 import json
 from datetime import datetime, timedelta
 
-import pytest
 from structlog.testing import capture_logs
 
-from monitor.alerts import AlertName, emit_alert, observed_conditions
+from monitor.alerts import AlertName, emit_alert
 from monitor.atlas import (
-    AtlasAuthError,
-    AtlasNotFoundError,
-    AtlasUnreachableError,
     ConnectionStatus,
-    InterfaceEndpoint,
 )
 from monitor.config import EndpointConfig
 from monitor.logs import configure_logging
@@ -36,52 +31,6 @@ CONTRACT_FIELDS = {
     "level",
     "timestamp",
 }
-
-
-def answer(status: str, error_message: str | None = None) -> InterfaceEndpoint:
-    return InterfaceEndpoint(
-        ENDPOINT_ID, ConnectionStatus.parse(status), status, error_message, False
-    )
-
-
-@pytest.mark.parametrize(
-    ("status", "error_message", "expected"),
-    [
-        ("AVAILABLE", None, set()),
-        ("PENDING", None, set()),
-        ("NONE", None, set()),
-        ("DELETING", None, set()),
-        ("SOMETHING_NEW", None, set()),
-        ("REJECTED", None, {AlertName.REJECTED}),
-        ("AVAILABLE", "subnet gone", {AlertName.ERROR_MESSAGE}),
-        ("REJECTED", "quota", {AlertName.REJECTED, AlertName.ERROR_MESSAGE}),
-    ],
-)
-def test_conditions_from_an_answer(
-    status: str, error_message: str | None, expected: set[AlertName]
-) -> None:
-    assert observed_conditions(answer(status, error_message), None) == expected
-
-
-@pytest.mark.parametrize(
-    ("error", "expected"),
-    [
-        (
-            AtlasNotFoundError(method="GET", path="/x", status=404, error_code=None, detail=None),
-            {AlertName.NOT_FOUND},
-        ),
-        (
-            AtlasAuthError(method="GET", path="/x", status=401, error_code=None, detail=None),
-            {AlertName.UNREACHABLE},
-        ),
-        (
-            AtlasUnreachableError("timed out", method="GET", path="/x", request_sent=True),
-            {AlertName.UNREACHABLE},
-        ),
-    ],
-)
-def test_conditions_from_a_failed_poll(error: Exception, expected: set[AlertName]) -> None:
-    assert observed_conditions(None, error) == expected
 
 
 def test_alert_lines_carry_exactly_the_contract_fields_and_ignore_the_log_level() -> None:

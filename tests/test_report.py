@@ -2,10 +2,19 @@ from __future__ import annotations
 
 import json
 
-from monitor.atlas import AtlasNotFoundError, ConnectionStatus, InterfaceEndpoint
+import pytest
+
+from monitor.alerts import AlertName
+from monitor.atlas import (
+    AtlasAuthError,
+    AtlasNotFoundError,
+    AtlasUnreachableError,
+    ConnectionStatus,
+    InterfaceEndpoint,
+)
 from monitor.config import EndpointConfig
 from monitor.poller import PollResult
-from monitor.report import has_alert, render_json, render_table
+from monitor.report import alert_conditions, has_alert, render_json, render_table
 from tests.conftest import GROUP_ID, PRIVATE_LINK_ID
 
 HEALTHY = EndpointConfig(
@@ -48,3 +57,49 @@ def test_json_and_alert_flag() -> None:
     assert records[1]["connection_status"] is None
     assert has_alert(results())
     assert not has_alert(results()[:1])
+
+
+def answer(status: str, error_message: str | None = None) -> InterfaceEndpoint:
+    return InterfaceEndpoint(
+        HEALTHY.interface_endpoint_id, ConnectionStatus.parse(status), status, error_message, False
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "error_message", "expected"),
+    [
+        ("AVAILABLE", None, set()),
+        ("PENDING", None, set()),
+        ("NONE", None, set()),
+        ("DELETING", None, set()),
+        ("SOMETHING_NEW", None, set()),
+        ("REJECTED", None, {AlertName.REJECTED}),
+        ("AVAILABLE", "subnet gone", {AlertName.ERROR_MESSAGE}),
+        ("REJECTED", "quota", {AlertName.REJECTED, AlertName.ERROR_MESSAGE}),
+    ],
+)
+def test_conditions_from_an_answer(
+    status: str, error_message: str | None, expected: set[AlertName]
+) -> None:
+    assert alert_conditions(PollResult(HEALTHY, answer(status, error_message), None)) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (
+            AtlasNotFoundError(method="GET", path="/x", status=404, error_code=None, detail=None),
+            {AlertName.NOT_FOUND},
+        ),
+        (
+            AtlasAuthError(method="GET", path="/x", status=401, error_code=None, detail=None),
+            {AlertName.UNREACHABLE},
+        ),
+        (
+            AtlasUnreachableError("timed out", method="GET", path="/x", request_sent=True),
+            {AlertName.UNREACHABLE},
+        ),
+    ],
+)
+def test_conditions_from_a_failed_poll(error: Exception, expected: set[AlertName]) -> None:
+    assert alert_conditions(PollResult(HEALTHY, None, error)) == expected
