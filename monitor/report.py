@@ -1,4 +1,4 @@
-"""Human and machine renderings of one polling pass, for ``once`` and ``demo``."""
+"""Human and machine renderings of one polling pass, for ``once``."""
 
 from __future__ import annotations
 

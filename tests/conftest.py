@@ -23,14 +23,13 @@ import aioresponses.core as aioresponses_core
 import pytest
 import structlog
 import yaml
-from aiohttp import web
 from aioresponses import aioresponses
 from pydantic import SecretStr
 from yarl import URL
 
 from monitor.atlas import AtlasClient
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
-from monitor.lifecycle import bound_url, serve_app
+from monitor.lifecycle import serve_on_stack
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, build_client
 from monitor.server import MONITOR, create_app
@@ -177,19 +176,15 @@ StartSimulator = Callable[..., Awaitable[tuple[Simulator, str]]]
 @pytest.fixture
 async def start_simulator() -> AsyncIterator[StartSimulator]:
     """Serve simulators on 127.0.0.1 with free ports; returns (simulator, base URL)."""
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as served:
 
-    async def start(scenario: Scenario | None = None, **options: Any) -> tuple[Simulator, str]:
-        simulator = Simulator(
-            scenario or Scenario(), public_key=PUBLIC_KEY, private_key=PRIVATE_KEY, **options
-        )
-        runner = await serve_app(simulator.app, "127.0.0.1", 0)
-        runners.append(runner)
-        return simulator, bound_url(runner)
+        async def start(scenario: Scenario | None = None, **options: Any) -> tuple[Simulator, str]:
+            simulator = Simulator(
+                scenario or Scenario(), public_key=PUBLIC_KEY, private_key=PRIVATE_KEY, **options
+            )
+            return simulator, await serve_on_stack(served, simulator.app, "127.0.0.1", 0)
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 @dataclass
@@ -207,17 +202,13 @@ async def start_daemon(start_simulator: StartSimulator) -> AsyncIterator[StartDa
 
     It depends on ``start_simulator`` so that daemons stop before their simulators do.
     """
-    runners: list[web.AppRunner] = []
+    async with contextlib.AsyncExitStack() as served:
 
-    async def start(settings: Settings, **options: Any) -> RunningDaemon:
-        app = create_app(settings, **options)
-        runner = await serve_app(app, "127.0.0.1", 0)
-        runners.append(runner)
-        return RunningDaemon(app[MONITOR], bound_url(runner))
+        async def start(settings: Settings, **options: Any) -> RunningDaemon:
+            app = create_app(settings, **options)
+            return RunningDaemon(app[MONITOR], await serve_on_stack(served, app, "127.0.0.1", 0))
 
-    yield start
-    for runner in reversed(runners):
-        await runner.cleanup()
+        yield start
 
 
 class Process:
