@@ -44,7 +44,9 @@ class EndpointCollector(Collector):
         snapshot = self._snapshot()
         user_labels = sorted({label for endpoint, _ in snapshot for label in endpoint.labels})
         families = self._families(user_labels)
-        status, up, error, delete_requested, since, last_success, info, configured = families
+        status, up, error, delete_requested, since, last_success, info, firing, configured = (
+            families
+        )
         configured.add_metric([], len(snapshot))
         for endpoint, state in snapshot:
             ids = [endpoint.group_id, endpoint.private_link_id, endpoint.interface_endpoint_id]
@@ -53,6 +55,8 @@ class EndpointCollector(Collector):
                 1,
             )
             up.add_metric(ids, 1 if state is not None and state.up else 0)
+            for alert in AlertName:
+                firing.add_metric([*ids, alert.value], 1 if state and alert in state.firing else 0)
             if state is None:
                 continue
             if state.last_success is not None:
@@ -94,6 +98,11 @@ class EndpointCollector(Collector):
                 "Names and user labels of each configured endpoint; always 1.",
                 ["name", *user_labels],
             ),
+            gauge(
+                "atlas_interface_endpoint_alert_firing",
+                "1 while the monitor's alert of this name is firing for the endpoint, else 0.",
+                ["alert"],
+            ),
             GaugeMetricFamily(
                 "atlas_monitor_endpoints_configured", "Endpoints in the configuration."
             ),
@@ -122,6 +131,19 @@ class MonitorMetrics:
             "Wall time of one whole poll cycle.",
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
             registry=self.registry,
+        )
+        self.poll_interval = Gauge(
+            "atlas_monitor_poll_interval_seconds",
+            "Configured poll.interval_seconds; staleness rules compare against it.",
+            registry=self.registry,
+        )
+        self._last_cycle_finished: float | None = None
+        self.registry.register(
+            _OptionalGauge(
+                "atlas_monitor_last_poll_cycle_timestamp_seconds",
+                "Unix time the last poll cycle finished; absent until the first one has.",
+                lambda: self._last_cycle_finished,
+            )
         )
         self.poll_cycles_skipped = Counter(
             "atlas_monitor_poll_cycles_skipped",
@@ -158,5 +180,31 @@ class MonitorMetrics:
         self.api_requests.labels(method, code).inc()
         self.api_request_duration.labels(method).observe(seconds)
 
+    def cycle_finished(self, duration: float, at: float) -> None:
+        self.poll_cycle_duration.observe(duration)
+        self._last_cycle_finished = at
+
     def watch(self, snapshot: Callable[[], Snapshot]) -> None:
         self.registry.register(EndpointCollector(snapshot))
+
+
+class _OptionalGauge(Collector):
+    """A gauge with no sample while ``read()`` has nothing to say.
+
+    A plain Gauge would export 0 until first set, which a staleness rule reads as 1970.
+    """
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float | None]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(self._name, self._documentation)
+        value = self._read()
+        if value is not None:
+            family.add_metric([], value)
+        yield family

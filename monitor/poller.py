@@ -147,6 +147,7 @@ class Monitor:
         self._states: dict[EndpointRef, EndpointState] = {}
         self._cycles_completed = 0
         self._cycle_finished = asyncio.Condition()
+        metrics.poll_interval.set(config.poll.interval_seconds)
         metrics.watch(self.snapshot)
 
     @property
@@ -178,7 +179,7 @@ class Monitor:
             lambda endpoint: self._check(client, endpoint),
         )
         duration = time.perf_counter() - started
-        self.metrics.poll_cycle_duration.observe(duration)
+        self.metrics.cycle_finished(duration, at=self._clock())
         self._log_cycle(duration)
         async with self._cycle_finished:
             self._cycles_completed += 1

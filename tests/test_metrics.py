@@ -32,10 +32,12 @@ DELETE_REQUESTED = "atlas_interface_endpoint_delete_requested"
 STATUS_SINCE_SECONDS = "atlas_interface_endpoint_status_since_timestamp_seconds"
 LAST_SUCCESS_SECONDS = "atlas_interface_endpoint_last_success_timestamp_seconds"
 INFO = "atlas_interface_endpoint_info"
+ALERT_FIRING = "atlas_interface_endpoint_alert_firing"
 CONFIGURED = "atlas_monitor_endpoints_configured"
+LAST_CYCLE = "atlas_monitor_last_poll_cycle_timestamp_seconds"
 ANSWER_FAMILIES = (STATUS, ERROR, DELETE_REQUESTED, STATUS_SINCE_SECONDS, LAST_SUCCESS_SECONDS)
 """Families that only an answer from Atlas can fill."""
-ENDPOINT_FAMILIES = (UP, *ANSWER_FAMILIES, INFO)
+ENDPOINT_FAMILIES = (UP, *ANSWER_FAMILIES, INFO, ALERT_FIRING)
 ID_LABELS = frozenset({"group_id", "private_link_id", "interface_endpoint_id"})
 ADD_RESULTS = ("added", "dry_run", "failed")
 
@@ -263,6 +265,54 @@ def test_a_removed_endpoint_loses_every_series_at_the_next_scrape(
             for sample in samples(metrics, name)
         ), name
     assert metrics.registry.get_sample_value(UP, ids()) == 1
+
+
+def alert_firing_values(metrics: MonitorMetrics) -> dict[str, float | None]:
+    registry = metrics.registry
+    return {
+        alert.value: registry.get_sample_value(ALERT_FIRING, {**ids(), "alert": alert.value})
+        for alert in AlertName
+    }
+
+
+def test_every_alert_of_an_endpoint_is_zero_before_its_first_poll(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.append((endpoint(), None))
+
+    assert alert_firing_values(metrics) == dict.fromkeys(
+        ["rejected", "error_message", "not_found", "unreachable", "stuck"], 0
+    )
+
+
+def test_alert_firing_is_one_exactly_for_the_firing_alerts(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    firing = {AlertName.REJECTED: LAST_SUCCESS, AlertName.UNREACHABLE: LAST_SUCCESS}
+    snapshot.append((endpoint(), state(status=ConnectionStatus.REJECTED, firing=firing)))
+
+    assert alert_firing_values(metrics) == {
+        "rejected": 1,
+        "error_message": 0,
+        "not_found": 0,
+        "unreachable": 1,
+        "stuck": 0,
+    }
+    label_names = {frozenset(sample.labels) for sample in samples(metrics, ALERT_FIRING)}
+    assert label_names == {ID_LABELS | {"alert"}}
+
+
+def test_last_poll_cycle_is_absent_until_a_cycle_finished() -> None:
+    metrics = MonitorMetrics()
+    assert samples(metrics, LAST_CYCLE) == []
+    assert f"# TYPE {LAST_CYCLE} gauge" in exposition(metrics)
+
+    metrics.cycle_finished(0.75, at=LAST_SUCCESS)
+
+    registry = metrics.registry
+    assert registry.get_sample_value(LAST_CYCLE) == LAST_SUCCESS
+    assert registry.get_sample_value("atlas_monitor_poll_cycle_duration_seconds_count") == 1
+    assert registry.get_sample_value("atlas_monitor_poll_cycle_duration_seconds_sum") == 0.75
 
 
 def test_endpoints_configured_counts_the_snapshot(

@@ -34,6 +34,8 @@ from tests.conftest import (
     simulated,
 )
 
+ALERT_FIRING = "atlas_interface_endpoint_alert_firing"
+
 
 def endpoints(count: int) -> list[EndpointConfig]:
     return [
@@ -171,6 +173,9 @@ async def test_each_broken_endpoint_alerts_once_across_cycles(
     assert registry.get_sample_value("atlas_monitor_alerts_total", {"alert": "rejected"}) == 1
     assert registry.get_sample_value("atlas_monitor_alerts_total", {"alert": "error_message"}) == 1
     assert registry.get_sample_value("atlas_monitor_poll_cycle_duration_seconds_count") == 3
+    assert registry.get_sample_value("atlas_monitor_poll_interval_seconds") == (
+        settings.config.poll.interval_seconds
+    )
     assert simulator.stats.total() == 1 + 3 * 3
     assert monitor.cycles_completed == 3
     assert len(events_in(logs, "poll_cycle_finished")) == 3
@@ -181,12 +186,16 @@ async def test_a_fixed_endpoint_resolves_its_alert_once(start_simulator: StartSi
     simulator, url = await start_simulator(
         Scenario(endpoints=[simulated(REJECTED, status="REJECTED")])
     )
+    firing_labels = {**ids_of(REJECTED), "alert": "rejected"}
     async with monitoring(settings_for(url, endpoints=[REJECTED])) as (monitor, client):
+        registry = monitor.metrics.registry
         await monitor.run_cycle(client)
+        assert registry.get_sample_value(ALERT_FIRING, firing_labels) == 1
         simulator.set_endpoint(**ids_of(REJECTED), status="AVAILABLE")
         with capture_logs() as logs:
             await monitor.run_cycle(client)
             await monitor.run_cycle(client)
+    assert registry.get_sample_value(ALERT_FIRING, firing_labels) == 0
     (resolved,) = events_in(logs, "alert")
     assert resolved["alert"] == "rejected"
     assert resolved["state"] == "resolved"
@@ -253,6 +262,10 @@ async def test_stuck_fires_when_a_pending_status_outlasts_the_limit(
     state = monitor.state_of(EndpointConfig.model_validate(HEALTHY))
     assert state is not None
     assert state.status_since == 5000.0
+    last_cycle = monitor.metrics.registry.get_sample_value(
+        "atlas_monitor_last_poll_cycle_timestamp_seconds"
+    )
+    assert last_cycle == 5100.0
 
 
 async def test_an_unknown_status_is_kept_raw_and_logged_once(
