@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit clean
+.PHONY: demo test lint typecheck unit dashboard clean
 
 demo: $(VENV)/.runtime-installed
 	$(BIN)/atlas-endpoint-monitor demo
@@ -15,12 +15,17 @@ test: lint typecheck unit
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
 
 typecheck: $(VENV)/.dev-installed
 	$(BIN)/mypy --strict monitor
 
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest
+
+# Regenerate grafana/dashboards/ from grafana/dashboard.py (tests fail until it is committed).
+dashboard: $(VENV)/.dev-installed
+	$(BIN)/python grafana/dashboard.py --write
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

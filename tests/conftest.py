@@ -12,7 +12,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -211,12 +219,21 @@ async def start_daemon(start_simulator: StartSimulator) -> AsyncIterator[StartDa
         yield start
 
 
-class Process:
-    """A child process whose output lines are collected by a thread, so waits can time out."""
+MONITOR_PROGRAM = (sys.executable, "-m", "monitor")
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+
+class Process:
+    """A child process whose output lines are collected by a thread, so waits can time out.
+
+    ``program`` defaults to this checkout's monitor; deployment tests pass an installed
+    console script or Prometheus instead.
+    """
+
+    def __init__(
+        self, args: list[str], env: dict[str, str], program: Sequence[str] = MONITOR_PROGRAM
+    ) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "monitor", *args],
+            [*program, *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
