@@ -18,7 +18,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/hadolint Dockerfile
 
 typecheck: $(VENV)/.dev-installed
-	$(BIN)/mypy --strict monitor
+	$(BIN)/mypy --strict monitor grafana/dashboard.py
 
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest
