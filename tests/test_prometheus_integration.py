@@ -1,0 +1,294 @@
+"""The shipped dashboard and alert rules against a real Prometheus scraping a real daemon.
+
+Prometheus (Debian's package; .ci/run installs it) runs as a child process on 127.0.0.1
+with a throwaway config and data dir, scraping the daemon every second and evaluating the
+repo's rule file. The simulator is scripted so that every rule's condition really holds:
+an expression that is misspelt, names a metric the daemon does not export, or joins on the
+wrong labels returns nothing and fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from monitor.simulator import Fault, Scenario, Simulator
+from tests.conftest import (
+    Process,
+    RunningDaemon,
+    StartDaemon,
+    StartSimulator,
+    endpoint_entry,
+    endpoint_id,
+    ids_of,
+    settings_for,
+    simulated,
+    subprocess_env,
+    unused_port,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+RULES = REPO / "config/prometheus/rules/atlas-endpoint-monitor.rules.yml"
+DASHBOARD = REPO / "grafana/dashboards/atlas-endpoint-monitor.json"
+JOB = "atlas-endpoint-monitor"
+DATA_TIMEOUT_SECONDS = 60
+# What Grafana would put in place of the dashboard's variables, with every endpoint selected.
+GRAFANA_VARIABLES = {
+    "job": JOB,
+    "group_id": ".*",
+    "label": "name",
+    "label_value": ".*",
+    "__rate_interval": "1m",
+    "__interval": "1s",
+    "__range": "5m",
+}
+# Grafana's variable query functions: label_values([selector,] label) and label_names(selector).
+VARIABLE_QUERY = re.compile(
+    r"^(?:label_values\((?:(?P<selector>.+),\s*)?(?P<label>\w+)\)"
+    r"|label_names\((?P<names_of>.+)\))$"
+)
+
+HEALTHY = endpoint_entry(interface_endpoint_id=endpoint_id(1), name="healthy")
+REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="rejected")
+BROKEN = endpoint_entry(interface_endpoint_id=endpoint_id(3), name="broken")
+PENDING = endpoint_entry(interface_endpoint_id=endpoint_id(4), name="pending")
+MISSING = endpoint_entry(interface_endpoint_id=endpoint_id(5), name="missing")
+FAILING = endpoint_entry(interface_endpoint_id=endpoint_id(6), name="failing")
+THROTTLED = endpoint_entry(interface_endpoint_id=endpoint_id(7), name="throttled")
+FORBIDDEN = endpoint_entry(interface_endpoint_id=endpoint_id(8), name="forbidden")
+ENDPOINTS = [HEALTHY, REJECTED, BROKEN, PENDING, MISSING, FAILING, THROTTLED, FORBIDDEN]
+
+
+def expand(expression: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        return GRAFANA_VARIABLES[match.group(1) or match.group(2)]
+
+    expanded = re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expression)
+    assert "$" not in expanded, expression
+    return expanded
+
+
+def dashboard_expressions() -> dict[str, str]:
+    """Panel title (and legend) -> PromQL, for every target of every panel, rows included."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    expressions = {}
+
+    def walk(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for panel in panels:
+            yield panel
+            yield from walk(panel.get("panels", []))
+
+    for panel in walk(dashboard["panels"]):
+        for target in panel.get("targets", []):
+            label = f"panel {panel['title']!r} {target.get('refId', '')}".strip()
+            expressions[label] = expand(target["expr"])
+    return expressions
+
+
+def variable_queries() -> dict[str, re.Match[str]]:
+    """Template variable -> its parsed ``label_values`` or ``label_names`` query."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = {}
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        query = variable["query"]
+        text = query["query"] if isinstance(query, dict) else query
+        match = VARIABLE_QUERY.match(expand(text).strip())
+        assert match, f"variable {variable['name']}: {text!r} is not label_values/label_names"
+        queries[variable["name"]] = match
+    return queries
+
+
+def rule_expressions() -> dict[str, str]:
+    rules = yaml.safe_load(RULES.read_text())
+    return {
+        f"rule {rule['alert']}": rule["expr"]
+        for group in rules["groups"]
+        for rule in group["rules"]
+    }
+
+
+@pytest.fixture
+def prometheus_binary() -> str:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus not found: install Debian's prometheus package (.ci/run does)")
+    return binary
+
+
+@dataclass
+class Stack:
+    simulator: Simulator
+    daemon: RunningDaemon
+
+
+@pytest.fixture
+async def stack(start_simulator: StartSimulator, start_daemon: StartDaemon) -> Stack:
+    """A daemon whose endpoints make every rule's condition true within a few cycles."""
+    forever_500 = Fault(methods=["GET"], status=500)
+    forever_429 = Fault(methods=["GET"], status=429, retry_after=1)
+    forever_403 = Fault(methods=["GET"], status=403, error_code="IP_ADDRESS_NOT_ON_ACCESS_LIST")
+    simulator, url = await start_simulator(
+        Scenario(
+            endpoints=[
+                simulated(HEALTHY, status="AVAILABLE"),
+                simulated(REJECTED, status="REJECTED"),
+                simulated(BROKEN, status="AVAILABLE", error_message="no subnet in use1-az3"),
+                simulated(PENDING, status="PENDING_ACCEPTANCE"),
+                simulated(MISSING, exists=False),
+                simulated(FAILING, status="AVAILABLE", faults=[forever_500]),
+                simulated(THROTTLED, status="AVAILABLE", faults=[forever_429]),
+                simulated(FORBIDDEN, status="AVAILABLE", faults=[forever_403]),
+            ]
+        )
+    )
+    settings = settings_for(
+        url,
+        endpoints=ENDPOINTS,
+        atlas={"timeout_seconds": 15, "max_retries": 0},
+        poll={"interval_seconds": 1, "concurrency": 4},
+        alerts={"unreachable_after_failures": 1, "stuck_after_seconds": 1},
+    )
+    return Stack(simulator, await start_daemon(settings))
+
+
+@pytest.fixture
+async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
+    """Prometheus scraping the daemon, plus a target nobody serves (a monitor that is down)."""
+    port = unused_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES)],
+                "scrape_configs": [
+                    {
+                        "job_name": JOB,
+                        "static_configs": [
+                            {
+                                "targets": [
+                                    stack.daemon.url.removeprefix("http://"),
+                                    f"127.0.0.1:{unused_port()}",
+                                ]
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    process = Process(
+        [
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        subprocess_env(),
+        program=[prometheus_binary],
+    )
+    try:
+        await asyncio.to_thread(
+            process.wait_for_line, lambda line: "Server is ready to receive web requests" in line
+        )
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await asyncio.to_thread(process.stop)
+
+
+async def query(session: aiohttp.ClientSession, base: str, expression: str) -> list[Any]:
+    """The instant query's result; an invalid expression fails with Prometheus' error."""
+    async with session.get(f"{base}/api/v1/query", params={"query": expression}) as response:
+        body = await response.json()
+    assert body["status"] == "success", f"{expression}: {body.get('error')}"
+    result: list[Any] = body["data"]["result"]
+    return result
+
+
+async def wait_for_data(
+    session: aiohttp.ClientSession, base: str, expressions: dict[str, str]
+) -> dict[str, list[Any]]:
+    """Query every expression until each has returned data, or fail naming those that never did.
+
+    Rates and quantiles need two scrapes and the alert gauges a few poll cycles, so the first
+    rounds legitimately come back empty.
+    """
+    answered: dict[str, list[Any]] = {}
+    for _ in range(DATA_TIMEOUT_SECONDS):
+        for label, expression in expressions.items():
+            if label not in answered and (result := await query(session, base, expression)):
+                answered[label] = result
+        if len(answered) == len(expressions):
+            return answered
+        await asyncio.sleep(1)
+    silent = {label: expressions[label] for label in expressions if label not in answered}
+    raise AssertionError(f"no data within {DATA_TIMEOUT_SECONDS} s from {silent}")
+
+
+async def test_every_dashboard_and_rule_query_returns_data_and_the_rejected_rule_fires(
+    prometheus: str, stack: Stack
+) -> None:
+    expressions = {**dashboard_expressions(), **rule_expressions()}
+    stale = expressions.pop("rule AtlasMonitorStale")
+    variables = variable_queries()
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        answered = await wait_for_data(session, prometheus, expressions)
+        for name, variable in variables.items():
+            assert await variable_options(session, prometheus, variable), name
+        firing = await wait_for_alert(session, prometheus, "AtlasEndpointRejected")
+
+        # Stale last: one answer slower than 3 poll intervals holds up the cycle, so the
+        # last-cycle timestamp stops moving while /metrics keeps being served.
+        slow = Fault(methods=["GET"], latency_seconds=10, times=1)
+        stack.simulator.add_fault(**ids_of(HEALTHY), fault=slow)
+        await wait_for_data(session, prometheus, {"rule AtlasMonitorStale": stale})
+
+    rejected_names = {item["metric"].get("name") for item in answered["rule AtlasEndpointRejected"]}
+    assert rejected_names == {"rejected"}
+    assert firing["labels"]["interface_endpoint_id"] == REJECTED["interface_endpoint_id"]
+    assert firing["labels"]["severity"] == "critical"
+    down = answered["rule AtlasMonitorDown"]
+    assert stack.daemon.url.removeprefix("http://") not in {
+        item["metric"]["instance"] for item in down
+    }
+
+
+async def variable_options(
+    session: aiohttp.ClientSession, base: str, variable: re.Match[str]
+) -> set[str]:
+    """What Grafana would offer in the variable's drop-down."""
+    if variable["names_of"]:
+        params = {"match[]": variable["names_of"]}
+        async with session.get(f"{base}/api/v1/labels", params=params) as response:
+            return set((await response.json())["data"])
+    selector = variable["selector"] or "{__name__=~'.+'}"
+    series = await query(session, base, selector)
+    return {
+        item["metric"][variable["label"]] for item in series if variable["label"] in item["metric"]
+    }
+
+
+async def wait_for_alert(
+    session: aiohttp.ClientSession, base: str, alertname: str
+) -> dict[str, Any]:
+    for _ in range(DATA_TIMEOUT_SECONDS):
+        async with session.get(f"{base}/api/v1/alerts") as response:
+            alerts = (await response.json())["data"]["alerts"]
+        for alert in alerts:
+            if alert["labels"]["alertname"] == alertname and alert["state"] == "firing":
+                found: dict[str, Any] = alert
+                return found
+        await asyncio.sleep(1)
+    raise AssertionError(f"{alertname} not firing within {DATA_TIMEOUT_SECONDS} s")
