@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -269,6 +270,25 @@ class Process:
             self.popen.kill()
             self.popen.wait(timeout=5)
             raise
+
+
+REQUIRE_TOOLS_ENV = "ATLAS_MONITOR_REQUIRE_TOOLS"
+
+
+def deployment_tool(name: str, debian_package: str) -> str:
+    """The path of an external tool the deployment tests run (promtool, prometheus...).
+
+    CI sets ATLAS_MONITOR_REQUIRE_TOOLS=1 after installing them, so there a missing tool
+    fails the test; on a developer machine with only python3 and make it is skipped, with
+    the reason in pytest's summary, so `make test` keeps working there.
+    """
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    reason = f"{name} not found: apt-get install {debian_package} (.ci/run does)"
+    if os.environ.get(REQUIRE_TOOLS_ENV) == "1":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
 
 
 def unused_port() -> int:

@@ -26,7 +26,13 @@ import yaml
 
 from monitor.config import ServerSettings, parse_config
 from monitor.demo import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
-from tests.conftest import CREDENTIALS_ENV, Process, subprocess_env, unused_port
+from tests.conftest import (
+    CREDENTIALS_ENV,
+    Process,
+    deployment_tool,
+    subprocess_env,
+    unused_port,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("run", "check", "once", "simulate", "demo")
@@ -355,9 +361,7 @@ def test_grafana_is_provisioned_with_the_prometheus_service_and_the_dashboards()
 
 @pytest.mark.parametrize("profile", [[], ["--profile", "demo"]])
 def test_docker_compose_accepts_the_file(profile: list[str]) -> None:
-    docker_compose = shutil.which("docker-compose")
-    if docker_compose is None:
-        pytest.fail("docker-compose not found: install Debian's docker-compose (.ci/run does)")
+    docker_compose = deployment_tool("docker-compose", "docker-compose")
 
     result = subprocess.run(
         [docker_compose, *profile, "config", "--quiet"],

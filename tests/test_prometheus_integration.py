@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.conftest import (
     RunningDaemon,
     StartDaemon,
     StartSimulator,
+    deployment_tool,
     endpoint_entry,
     endpoint_id,
     ids_of,
@@ -121,10 +121,7 @@ def rule_expressions() -> dict[str, str]:
 
 @pytest.fixture
 def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus not found: install Debian's prometheus package (.ci/run does)")
-    return binary
+    return deployment_tool("prometheus", "prometheus")
 
 
 @dataclass

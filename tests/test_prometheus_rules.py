@@ -1,21 +1,20 @@
 """The shipped Prometheus config, alerting rules and their promtool unit tests stay valid.
 
-promtool comes with Debian's `prometheus` package, which CI's .ci/run installs. Without it
-these tests fail rather than skip: a silently skipped rules check would let a broken alert
-reach production.
+promtool comes with Debian's `prometheus` package, which CI's .ci/run installs; there a
+missing promtool fails these tests (see ``deployment_tool``).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import shutil
 import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.conftest import deployment_tool
 
 REPO = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = REPO / "config" / "prometheus"
@@ -31,22 +30,10 @@ SEVERITIES = {"critical", "warning"}
 ENDPOINT_ID_LABELS = ("group_id", "private_link_id", "interface_endpoint_id", "name")
 
 
-def promtool() -> str:
-    """promtool's path, or a failed test saying how to get it."""
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(
-            "promtool is not on PATH: install Debian's `prometheus` package "
-            "(apt-get install prometheus), as CI's .ci/run does",
-            pytrace=False,
-        )
-    return path
-
-
 def run_promtool(*args: str) -> str:
     """Run promtool, assert it succeeded, and return its output for further checks."""
     result = subprocess.run(
-        [promtool(), *args],
+        [deployment_tool("promtool", "prometheus"), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
