@@ -257,6 +257,8 @@ class AtlasClient:
         self._jitter = jitter
         self._session: aiohttp.ClientSession | None = None
         self._first_exchange_done: asyncio.Event | None = None
+        self._project_pauses: dict[str, float] = {}
+        """Project (group) id -> monotonic time before which no request for it is sent."""
 
     def __repr__(self) -> str:
         return f"AtlasClient(api_url={self._api_url!r}, public_key={self._public_key!r})"
@@ -340,10 +342,16 @@ class AtlasClient:
     ) -> object:
         """Retry transient failures; ``before_retry`` may answer instead of a new attempt."""
         attempt = 0
+        waited_out_429 = False
         while True:
             try:
+                if not waited_out_429:
+                    await self._respect_project_pause(method, path)
                 return await self._exchange(method, path, json_body)
             except _TRANSIENT_ERRORS as error:
+                throttled = isinstance(error, AtlasRateLimitedError)
+                if throttled:
+                    self._pause_project(path, attempt, error)
                 if attempt >= self._max_retries or _wait_too_long(error):
                     raise
                 if before_retry is not None:
@@ -351,7 +359,42 @@ class AtlasClient:
                     if answer is not None:
                         return answer
                 await self._back_off(method, path, attempt, error)
+                # Its own back-off already honoured the 429 that set the project's pause.
+                waited_out_429 = throttled
                 attempt += 1
+
+    def _pause_project(self, path: str, attempt: int, error: AtlasError) -> None:
+        """Atlas throttles per project, so one 429 holds back every request for that project,
+        not just the one that got it: the rest of a concurrent cycle would only earn more."""
+        group_id = _project_of(path)
+        pause = getattr(error, "retry_after", None)
+        if pause is None:
+            pause = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+        until = time.monotonic() + pause
+        if until > self._project_pauses.get(group_id, 0.0):
+            self._project_pauses[group_id] = until
+            log.warning("atlas_project_throttled", group_id=group_id, pause_seconds=pause)
+
+    async def _respect_project_pause(self, method: str, path: str) -> None:
+        """Wait out the project's pause, or fail at once if it is longer than a poll waits."""
+        group_id = _project_of(path)
+        until = self._project_pauses.get(group_id)
+        if until is None:
+            return
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            del self._project_pauses[group_id]
+            return
+        if remaining > MAX_RETRY_AFTER_SECONDS:
+            raise AtlasRateLimitedError(
+                method=method,
+                path=path,
+                status=429,
+                error_code=None,
+                detail=f"not sent: Atlas throttles project {group_id} for {remaining:.0f} s more",
+                retry_after=remaining,
+            )
+        await self._sleep(remaining)
 
     async def _back_off(self, method: str, path: str, attempt: int, error: AtlasError) -> None:
         """Full jitter (AWS architecture blog), but never sooner than Atlas' Retry-After."""
@@ -525,6 +568,11 @@ def _endpoint_from(document: object, ref: EndpointRef, method: str) -> Interface
             path=path,
         )
     return endpoint
+
+
+def _project_of(path: str) -> str:
+    """The group id of an API path: every path this client uses is /groups/{groupId}/..."""
+    return path.split("/", 3)[2]
 
 
 def _outcome_unknown(error: AtlasError) -> bool:

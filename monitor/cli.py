@@ -112,13 +112,16 @@ def _print_problems(title: str, problems: Sequence[str]) -> None:
 
 
 def _log_as_configured(settings: Settings, stream: TextIO | None = None) -> None:
-    """The config's level and format, with the private key masked wherever it might slip in."""
+    """The config's level and format, with the private key masked wherever it might slip in;
+    then the config's warnings, so they land in the same log."""
     configure_logging(
         settings.config.log.level,
         settings.config.log.format,
         stream=stream,
         secrets=[settings.credentials.private_key.get_secret_value()],
     )
+    for warning in settings.credentials.warnings:
+        log.warning("config_warning", problem=warning)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -148,6 +151,8 @@ def _check(args: argparse.Namespace) -> int:
         f"  credentials:  public key {settings.credentials.public_key}, private key from "
         f"{settings.credentials.private_key_source}"
     )
+    for warning in settings.credentials.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

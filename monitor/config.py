@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,8 @@ class Credentials:
     private_key: SecretStr
     private_key_source: str
     """The environment variable (and file) the private key came from, for ``check``."""
+    warnings: tuple[str, ...] = ()
+    """Usable, but worth an operator's attention (a key file others may read)."""
 
 
 @dataclass(frozen=True)
@@ -305,16 +308,17 @@ def _credentials_from(env: Mapping[str, str]) -> tuple[Credentials | None, list[
     if not public_key:
         problems.append(f"env.{PUBLIC_KEY_ENV}: not set (the Atlas programmatic API public key)")
     try:
-        private_key, source = _private_key_from(env)
+        private_key, source, warnings = _private_key_from(env)
     except ConfigError as error:
         return None, problems + error.problems
     if problems:
         return None, problems
-    return Credentials(public_key, private_key, source), []
+    return Credentials(public_key, private_key, source, warnings), []
 
 
-def _private_key_from(env: Mapping[str, str]) -> tuple[SecretStr, str]:
-    """The key and where it came from: exactly one place, so an operator is never unsure."""
+def _private_key_from(env: Mapping[str, str]) -> tuple[SecretStr, str, tuple[str, ...]]:
+    """The key, where it came from (exactly one place, so an operator is never unsure), and
+    any warnings about how it is stored."""
     inline = env.get(PRIVATE_KEY_ENV, "").strip()
     key_file = env.get(PRIVATE_KEY_FILE_ENV, "").strip()
     if inline and key_file:
@@ -322,11 +326,12 @@ def _private_key_from(env: Mapping[str, str]) -> tuple[SecretStr, str]:
             [f"env.{PRIVATE_KEY_ENV}: set only one of {PRIVATE_KEY_ENV} and {PRIVATE_KEY_FILE_ENV}"]
         )
     if inline:
-        return SecretStr(inline), PRIVATE_KEY_ENV
+        return SecretStr(inline), PRIVATE_KEY_ENV, ()
     if not key_file:
         raise ConfigError([f"env.{PRIVATE_KEY_ENV}: not set (nor {PRIVATE_KEY_FILE_ENV})"])
     try:
         from_file = Path(key_file).read_text(encoding="utf-8").strip()
+        mode = Path(key_file).stat().st_mode
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or type(error).__name__
         raise ConfigError(
@@ -334,4 +339,12 @@ def _private_key_from(env: Mapping[str, str]) -> tuple[SecretStr, str]:
         ) from None
     if not from_file:
         raise ConfigError([f"env.{PRIVATE_KEY_FILE_ENV}: {key_file} is empty"])
-    return SecretStr(from_file), f"{PRIVATE_KEY_FILE_ENV} ({key_file})"
+    warnings: tuple[str, ...] = ()
+    if stat.S_IMODE(mode) & 0o077:
+        # Read-only for the owner is all the daemon needs; like ssh, say so, but carry on.
+        warnings = (
+            f"env.{PRIVATE_KEY_FILE_ENV}: {key_file} has mode {stat.S_IMODE(mode):04o}, so "
+            "other users may read the private key; chmod 0400 it (Kubernetes: "
+            "defaultMode: 0400)",
+        )
+    return SecretStr(from_file), f"{PRIVATE_KEY_FILE_ENV} ({key_file})", warnings

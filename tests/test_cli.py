@@ -50,12 +50,14 @@ def test_check_says_where_the_private_key_came_from(
 ) -> None:
     key_file = tmp_path / "key"
     key_file.write_text(PRIVATE_KEY, encoding="utf-8")
+    key_file.chmod(0o644)
     monkeypatch.delenv("MONGODB_ATLAS_PRIVATE_API_KEY")
     monkeypatch.setenv("MONGODB_ATLAS_PRIVATE_API_KEY_FILE", str(key_file))
     assert main(["check", "--config", str(write_config())]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert f"private key from MONGODB_ATLAS_PRIVATE_API_KEY_FILE ({key_file})" in out
-    assert PRIVATE_KEY not in out
+    assert f"warning: env.MONGODB_ATLAS_PRIVATE_API_KEY_FILE: {key_file} has mode 0644" in err
+    assert PRIVATE_KEY not in out + err
 
 
 def test_check_lists_every_problem_with_its_field_and_exits_2(

@@ -224,8 +224,32 @@ def test_private_key_may_come_from_a_file(write_config: WriteConfig, tmp_path: P
         "MONGODB_ATLAS_PUBLIC_API_KEY": "pub",
         "MONGODB_ATLAS_PRIVATE_API_KEY_FILE": str(key_file),
     }
+    key_file.chmod(0o400)
     settings = load_settings(write_config(), env)
     assert settings.credentials.private_key.get_secret_value() == PRIVATE_KEY
+    assert settings.credentials.warnings == ()
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o440, 0o604])
+def test_a_key_file_others_may_read_is_warned_about_but_used(
+    write_config: WriteConfig, tmp_path: Path, mode: int
+) -> None:
+    key_file = tmp_path / "private-key"
+    key_file.write_text(PRIVATE_KEY, encoding="utf-8")
+    key_file.chmod(mode)
+    env = {
+        "MONGODB_ATLAS_PUBLIC_API_KEY": "pub",
+        "MONGODB_ATLAS_PRIVATE_API_KEY_FILE": str(key_file),
+    }
+
+    credentials = load_settings(write_config(), env).credentials
+
+    assert credentials.private_key.get_secret_value() == PRIVATE_KEY
+    (warning,) = credentials.warnings
+    assert warning.startswith(f"env.MONGODB_ATLAS_PRIVATE_API_KEY_FILE: {key_file} has mode ")
+    assert f"{mode:04o}" in warning
+    assert "chmod 0400" in warning
+    assert PRIVATE_KEY not in warning
 
 
 @pytest.mark.parametrize(
