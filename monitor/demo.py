@@ -42,7 +42,11 @@ async def run_demo(simulator_host: str, simulator_port: int, port: int | None) -
         simulator_url = await serve_on_stack(
             services, simulator.app, simulator_host, simulator_port
         )
-        daemon_url = await start_daemon(services, demo_settings(simulator_url, port))
+        daemon_url = await start_daemon(
+            services,
+            demo_settings(simulator_url, port),
+            load=lambda: demo_settings(simulator_url, port),
+        )
         print(
             f"\nMetrics:             {daemon_url}/metrics\n"
             f"Health / readiness:  {daemon_url}/healthz  {daemon_url}/readyz\n"

@@ -137,6 +137,16 @@ class MonitorMetrics:
             "Configured poll.interval_seconds; staleness rules compare against it.",
             registry=self.registry,
         )
+        self.config_reload_successful = Gauge(
+            "atlas_monitor_config_last_reload_successful",
+            "1 if the last config load (start, SIGHUP or POST /-/reload) succeeded, else 0.",
+            registry=self.registry,
+        )
+        self.config_reload_success_time = Gauge(
+            "atlas_monitor_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load.",
+            registry=self.registry,
+        )
         self._last_cycle_finished: float | None = None
         self.registry.register(
             _OptionalGauge(
@@ -179,6 +189,13 @@ class MonitorMetrics:
         """The Atlas client's observer: every exchange on the wire lands here."""
         self.api_requests.labels(method, code).inc()
         self.api_request_duration.labels(method).observe(seconds)
+
+    def config_loaded(self, at: float) -> None:
+        self.config_reload_successful.set(1)
+        self.config_reload_success_time.set(at)
+
+    def config_rejected(self) -> None:
+        self.config_reload_successful.set(0)
 
     def cycle_finished(self, duration: float, at: float) -> None:
         self.poll_cycle_duration.observe(duration)

@@ -29,7 +29,7 @@ from monitor.atlas import (
 )
 from monitor.config import EndpointConfig, MonitorConfig, Settings, endpoint_identity
 from monitor.metrics import MonitorMetrics, Snapshot
-from monitor.state import AddPolicy, EndpointState, Observation, advance
+from monitor.state import AddPolicy, EndpointState, Observation, advance, forget
 
 log = structlog.get_logger(__name__)
 
@@ -145,9 +145,11 @@ class Monitor:
         self.metrics = metrics
         self._clock = clock
         self._states: dict[EndpointRef, EndpointState] = {}
+        self._watched = {endpoint.ref for endpoint in config.endpoints}
         self._cycles_completed = 0
         self._cycle_finished = asyncio.Condition()
         metrics.poll_interval.set(config.poll.interval_seconds)
+        metrics.config_loaded(clock())
         metrics.watch(self.snapshot)
 
     @property
@@ -161,6 +163,24 @@ class Monitor:
 
     def snapshot(self) -> Snapshot:
         return [(endpoint, self._states.get(endpoint.ref)) for endpoint in self.config.endpoints]
+
+    def reconfigure(self, config: MonitorConfig) -> None:
+        """Watch ``config`` from now on. Endpoints still configured keep their state (and
+        their open alerts); those that left resolve their alerts and lose their series."""
+        kept = {endpoint.ref for endpoint in config.endpoints}
+        for endpoint in self.config.endpoints:
+            if endpoint.ref in kept:
+                continue
+            state = self._states.pop(endpoint.ref, None)
+            log.info("endpoint_removed", **endpoint_identity(endpoint))
+            for event in forget(state) if state is not None else []:
+                emit_alert(endpoint, event)
+        for endpoint in config.endpoints:
+            if endpoint.ref not in self._watched:
+                log.info("endpoint_added_to_config", **endpoint_identity(endpoint))
+        self.config = config
+        self._watched = kept
+        self.metrics.poll_interval.set(config.poll.interval_seconds)
 
     def state_of(self, endpoint: EndpointConfig) -> EndpointState | None:
         return self._states.get(endpoint.ref)
@@ -188,6 +208,8 @@ class Monitor:
     async def _check(self, client: AtlasClient, endpoint: EndpointConfig) -> None:
         try:
             result = await poll_endpoint(client, endpoint)
+            if endpoint.ref not in self._watched:
+                return  # removed by a reload while its poll was in flight
             previous = self._states.get(endpoint.ref, EndpointState())
             state, observation = await add_if_missing(
                 client,

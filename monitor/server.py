@@ -1,10 +1,13 @@
-"""The daemon's HTTP side: /metrics, /healthz, /readyz and a landing page, with the poll
-scheduler and the Atlas session living exactly as long as the app does."""
+"""The daemon's HTTP side: /metrics, /healthz, /readyz, /-/reload and a landing page, with
+the poll scheduler and the Atlas session living exactly as long as the app does, and
+replaced when a reload changes what they were built from."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -13,7 +16,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from monitor import __version__
-from monitor.config import Settings
+from monitor.config import ConfigError, Settings, load_settings
 from monitor.lifecycle import serve_on_stack
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, PollScheduler, build_client
@@ -22,6 +25,9 @@ log = structlog.get_logger(__name__)
 
 MONITOR = web.AppKey("monitor", Monitor)
 
+SettingsLoader = Callable[[], Settings]
+"""Reads the settings afresh, for a reload; raises ConfigError."""
+
 _PAGES = (
     ("/metrics", "Prometheus metrics"),
     ("/healthz", "liveness: 200 while the process runs"),
@@ -29,37 +35,148 @@ _PAGES = (
 )
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
+class Runtime:
+    """What a reload may replace while the Monitor (and every endpoint's state) stays: the
+    settings, the Atlas session and the scheduler.
+
+    Endpoint, alert and add-on-missing changes apply to the next check of each endpoint.
+    Changes to ``atlas``, ``poll`` or the credentials restart polling (the cycle in flight
+    is cancelled; the new one starts at once). ``server`` and ``log`` need a restart.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        load: SettingsLoader,
+        monitor: Monitor,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self._load = load
+        self._monitor = monitor
+        self._clock = clock
+        self._polling: contextlib.AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+        self._background: set[asyncio.Task[list[str]]] = set()
+
+    async def start(self) -> None:
+        polling = contextlib.AsyncExitStack()
+        client = await polling.enter_async_context(
+            build_client(self.settings, observer=self._monitor.metrics.observe_request)
+        )
+        scheduler = PollScheduler(self._monitor, client)
+        scheduler.start()
+        polling.push_async_callback(scheduler.stop)
+        self._polling = polling
+
+    async def stop(self) -> None:
+        """Let reloads under way finish, then stop the scheduler and close the session."""
+        if self._background:
+            await asyncio.wait(self._background)
+        async with self._lock:
+            await self._stop_polling()
+
+    async def _stop_polling(self) -> None:
+        polling, self._polling = self._polling, None
+        if polling is not None:
+            await polling.aclose()
+
+    def reload_in_background(self, trigger: str) -> None:
+        """For a signal handler, which cannot await."""
+        task = asyncio.create_task(self.reload(trigger))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def reload(self, trigger: str) -> list[str]:
+        """Re-read the settings and apply them; returns the problems that kept the old ones."""
+        async with self._lock:
+            if self._polling is None:
+                return ["the daemon is not running"]
+            try:
+                new = self._load()
+            except ConfigError as error:
+                self._monitor.metrics.config_rejected()
+                log.error("config_reload_failed", trigger=trigger, problems=error.problems)
+                return error.problems
+            await self._apply(new, trigger)
+            return []
+
+    async def _apply(self, new: Settings, trigger: str) -> None:
+        old = self.settings
+        restart = (new.config.atlas, new.config.poll, new.credentials) != (
+            old.config.atlas,
+            old.config.poll,
+            old.credentials,
+        )
+        if restart:
+            await self._stop_polling()
+        self._monitor.reconfigure(new.config)
+        self.settings = new
+        if restart:
+            await self.start()
+        self._monitor.metrics.config_loaded(self._clock())
+        for warning in new.credentials.warnings:
+            log.warning("config_warning", problem=warning)
+        log.info(
+            "config_reloaded",
+            trigger=trigger,
+            endpoints=len(new.config.endpoints),
+            polling_restarted=restart,
+        )
+        unapplied = [
+            section
+            for section in ("server", "log")
+            if getattr(new.config, section) != getattr(old.config, section)
+        ]
+        if unapplied:
+            log.warning("config_reload_needs_restart", sections=unapplied)
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    load: SettingsLoader | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
     """One daemon: its own registry, state table, Atlas session and scheduler.
 
     The session and the scheduler start in the app's startup and stop in its cleanup, so
     whoever runs the app (the CLI, a test) gets the same orderly start and shutdown.
+    ``load`` re-reads the settings for a reload; by default from ``settings.source``.
     """
     monitor = Monitor(settings.config, MonitorMetrics(), clock=clock)
+    runtime = Runtime(settings, load or (lambda: load_settings(settings.source)), monitor, clock)
     app = web.Application()
     app[MONITOR] = monitor
-    app.cleanup_ctx.append(_polling(settings, monitor))
+    app[RUNTIME] = runtime
+    app.cleanup_ctx.append(_running)
     app.router.add_get("/", _landing_page)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.router.add_post("/-/reload", _reload)
+    app.router.add_put("/-/reload", _reload)
     return app
 
 
-def _polling(
-    settings: Settings, monitor: Monitor
-) -> Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]:
-    @contextlib.asynccontextmanager
-    async def polling(app: web.Application) -> AsyncIterator[None]:
-        async with build_client(settings, observer=monitor.metrics.observe_request) as client:
-            scheduler = PollScheduler(monitor, client)
-            scheduler.start()
-            try:
-                yield
-            finally:
-                await scheduler.stop()
+async def _running(app: web.Application) -> AsyncIterator[None]:
+    await app[RUNTIME].start()
+    try:
+        yield
+    finally:
+        await app[RUNTIME].stop()
 
-    return polling
+
+async def _reload(request: web.Request) -> web.Response:
+    """As Prometheus' own /-/reload: 200 when applied, 500 with the reasons when not."""
+    problems = await request.app[RUNTIME].reload("http")
+    if problems:
+        text = "config not reloaded, the previous one stays in use:\n"
+        return web.Response(status=500, text=text + "".join(f"  {p}\n" for p in problems))
+    return web.Response(text="config reloaded\n")
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -95,10 +212,16 @@ async def _landing_page(request: web.Request) -> web.Response:
     return web.Response(text=body, content_type="text/html")
 
 
-async def start_daemon(services: contextlib.AsyncExitStack, settings: Settings) -> str:
-    """Serve the daemon on the configured address; returns its base URL."""
+async def start_daemon(
+    services: contextlib.AsyncExitStack, settings: Settings, load: SettingsLoader | None = None
+) -> str:
+    """Serve the daemon on the configured address, reloading on SIGHUP; returns its URL."""
     server = settings.config.server
-    url = await serve_on_stack(services, create_app(settings), server.host, server.port)
+    app = create_app(settings, load=load)
+    url = await serve_on_stack(services, app, server.host, server.port)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, app[RUNTIME].reload_in_background, "SIGHUP")
+    services.callback(loop.remove_signal_handler, signal.SIGHUP)
     log.info(
         "monitor_started",
         url=url,

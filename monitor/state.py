@@ -122,6 +122,16 @@ def advance(
     return Transition(replace(state, firing=firing), events)
 
 
+def forget(state: EndpointState) -> list[AlertEvent]:
+    """The resolutions owed when an endpoint stops being watched (removed by a reload):
+    nobody may be left waiting for an alert that can no longer end."""
+    return [
+        _event(alert, firing=False, previous=state, state=state)
+        for alert in AlertName
+        if alert in state.firing
+    ]
+
+
 def _observe(previous: EndpointState, observation: Observation, now: float) -> EndpointState:
     answer = observation.answer
     if answer is not None:

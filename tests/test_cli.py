@@ -400,3 +400,41 @@ def test_demo_runs_the_daemon_against_the_simulator_and_stops_on_sigint() -> Non
     assert current_statuses(families) == DEMO_STATUSES
     assert alert_lines(demo.seen) == DEMO_ALERTS
     assert any("/api/atlas/v1.0 (keys demo-public-key" in line for line in demo.seen)
+
+
+def test_sighup_reloads_the_config_file_and_keeps_it_when_the_new_one_is_invalid(
+    simulator_process: Callable[..., tuple[Process, str]], write_config: WriteConfig
+) -> None:
+    _, atlas_url = simulator_process()
+    document = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
+    every_endpoint = document["endpoints"]
+    document["atlas"]["base_url"] = atlas_url
+    document["poll"]["interval_seconds"] = 0.5
+    document["server"]["port"] = unused_port()
+    document["endpoints"] = every_endpoint[:1]
+    path = write_config(document)
+    daemon = Process(["run", "--config", str(path)], subprocess_env())
+    try:
+        started = json.loads(daemon.wait_for_line(is_event("monitor_started")))
+        daemon.wait_for_line(is_event("poll_cycle_finished"))
+        document["endpoints"] = every_endpoint
+        path.write_text(yaml.safe_dump(document), encoding="utf-8")
+        daemon.popen.send_signal(signal.SIGHUP)
+        reloaded = json.loads(daemon.wait_for_line(is_event("config_reloaded")))
+        daemon.wait_for_line(is_event("poll_cycle_finished"))
+        families = scrape(f"{started['url']}/metrics")
+
+        path.write_text("poll: {interval_seconds: 0}\n", encoding="utf-8")
+        daemon.popen.send_signal(signal.SIGHUP)
+        failed = json.loads(daemon.wait_for_line(is_event("config_reload_failed")))
+        daemon.wait_for_line(is_event("poll_cycle_finished"))
+        after_failure = scrape(f"{started['url']}/metrics")
+    finally:
+        exit_code = daemon.stop(signal.SIGTERM)
+    assert exit_code == 0
+    assert reloaded["trigger"] == "SIGHUP"
+    assert reloaded["endpoints"] == len(every_endpoint) == len(DEMO_STATUSES)
+    assert current_statuses(families) == DEMO_STATUSES
+    assert "poll.interval_seconds: Input should be greater than 0" in failed["problems"]
+    assert after_failure["atlas_monitor_config_last_reload_successful"][0].value == 0
+    assert current_statuses(after_failure) == DEMO_STATUSES

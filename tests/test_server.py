@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from monitor import __version__
 from monitor.atlas import ConnectionStatus
+from monitor.config import ConfigError, EndpointConfig, Settings
 from monitor.simulator import Fault, Scenario
 from tests.conftest import (
     StartDaemon,
@@ -18,6 +19,7 @@ from tests.conftest import (
     alerts_in,
     endpoint_entry,
     endpoint_id,
+    events_in,
     ids_of,
     settings_for,
     simulated,
@@ -178,3 +180,124 @@ async def test_a_status_flip_resolves_the_alert_on_a_later_cycle(
     ids = ids_of(REJECTED)
     assert value(samples, "atlas_interface_endpoint_status", **ids, status="AVAILABLE") == 1
     assert value(samples, "atlas_interface_endpoint_status", **ids, status="REJECTED") == 0
+
+
+# --- reloading the config (POST /-/reload; SIGHUP is covered in test_cli) ----------------
+
+ADDED = endpoint_entry(interface_endpoint_id=endpoint_id(3), name="search")
+SINCE = "atlas_interface_endpoint_status_since_timestamp_seconds"
+RELOAD_OK = "atlas_monitor_config_last_reload_successful"
+RELOAD_TIME = "atlas_monitor_config_last_reload_success_timestamp_seconds"
+EVERY_SECOND = {"interval_seconds": 1, "concurrency": 4}
+
+
+class SettingsFile:
+    """What the daemon's reload reads: tests swap the settings, or make them invalid."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.problems: list[str] = []
+
+    def load(self) -> Settings:
+        if self.problems:
+            raise ConfigError(self.problems)
+        return self.settings
+
+
+async def post_reload(url: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.post(f"{url}/-/reload") as response:
+        return response.status, await response.text()
+
+
+async def test_a_reload_adds_and_removes_endpoints_and_keeps_the_state_of_the_others(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    _, atlas_url = await start_simulator(
+        Scenario(
+            endpoints=[simulated(HEALTHY), simulated(REJECTED, status="REJECTED"), simulated(ADDED)]
+        )
+    )
+    now = [1000.0]
+    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY, REJECTED], poll=EVERY_SECOND))
+    daemon = await start_daemon(source.settings, load=source.load, clock=lambda: now[0])
+    monitor = daemon.monitor
+    await asyncio.wait_for(monitor.wait_for_cycles(1), 10)
+    kept_before = monitor.state_of(EndpointConfig.model_validate(HEALTHY))
+
+    now[0] = 2000.0
+    source.settings = settings_for(atlas_url, endpoints=[HEALTHY, ADDED], poll=EVERY_SECOND)
+    with capture_logs() as logs:
+        status, text = await post_reload(daemon.url)
+        cycles = monitor.cycles_completed
+        await asyncio.wait_for(monitor.wait_for_cycles(cycles + 1), 10)
+    samples = await scrape(daemon.url)
+
+    assert (status, text) == (200, "config reloaded\n")
+    assert alerts_in(logs) == [("payments", "rejected", "resolved")]
+    assert [line["name"] for line in events_in(logs, "endpoint_removed")] == ["payments"]
+    assert [line["name"] for line in events_in(logs, "endpoint_added_to_config")] == ["search"]
+    (reloaded,) = events_in(logs, "config_reloaded")
+    assert reloaded["polling_restarted"] is False
+    assert monitor.state_of(EndpointConfig.model_validate(HEALTHY)) is not None
+    assert kept_before is not None
+    assert value(samples, SINCE, **ids_of(HEALTHY)) == kept_before.status_since == 1000.0
+    assert value(samples, "atlas_interface_endpoint_up", **ids_of(ADDED)) == 1
+    assert not [key for key in samples if ("interface_endpoint_id", endpoint_id(2)) in key[1]]
+    assert value(samples, "atlas_monitor_endpoints_configured") == 2
+    assert value(samples, RELOAD_OK) == 1
+    assert value(samples, RELOAD_TIME) == 2000.0
+
+
+async def test_an_invalid_config_is_refused_and_the_old_one_kept(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY], poll=EVERY_SECOND))
+    daemon = await start_daemon(source.settings, load=source.load, clock=lambda: 1000.0)
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
+
+    source.problems = ["poll.interval_seconds: must be greater than 0"]
+    with capture_logs() as logs:
+        status, text = await post_reload(daemon.url)
+        cycles = daemon.monitor.cycles_completed
+        await asyncio.wait_for(daemon.monitor.wait_for_cycles(cycles + 1), 10)
+    samples = await scrape(daemon.url)
+
+    assert status == 500
+    assert "poll.interval_seconds: must be greater than 0" in text
+    (failed,) = events_in(logs, "config_reload_failed")
+    assert failed["problems"] == source.problems
+    assert failed["log_level"] == "error"
+    assert value(samples, RELOAD_OK) == 0
+    assert value(samples, RELOAD_TIME) == 1000.0
+    assert value(samples, "atlas_interface_endpoint_up", **ids_of(HEALTHY)) == 1
+
+    source.problems = []
+    assert await post_reload(daemon.url) == (200, "config reloaded\n")
+    assert value(await scrape(daemon.url), RELOAD_OK) == 1
+
+
+async def test_a_reload_that_changes_polling_restarts_it_with_the_new_settings(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    simulator, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY]))
+    daemon = await start_daemon(source.settings, load=source.load)
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
+
+    source.settings = settings_for(
+        atlas_url, endpoints=[HEALTHY], poll={"interval_seconds": 7}, server={"port": 1}
+    )
+    with capture_logs() as logs:
+        assert (await post_reload(daemon.url))[0] == 200
+        cycles = daemon.monitor.cycles_completed
+        await asyncio.wait_for(daemon.monitor.wait_for_cycles(cycles + 1), 10)
+
+    (reloaded,) = events_in(logs, "config_reloaded")
+    assert reloaded["polling_restarted"] is True
+    (unapplied,) = events_in(logs, "config_reload_needs_restart")
+    assert unapplied["sections"] == ["server"]
+    samples = await scrape(daemon.url)
+    assert value(samples, "atlas_monitor_poll_interval_seconds") == 7
+    # A new session: it pays the Digest challenge again, once.
+    assert simulator.stats.challenges == 2

@@ -19,6 +19,7 @@ from monitor.state import (
     EndpointState,
     Observation,
     advance,
+    forget,
     next_add_action,
 )
 from tests.conftest import ENDPOINT_ID, config_document, endpoint_entry
@@ -1227,3 +1228,18 @@ def test_policy_defaults_without_an_add_missing_section() -> None:
     assert AddPolicy.for_endpoint(config, config.endpoints[0]) == AddPolicy(
         enabled=False, dry_run=False, recreate_failed=False, max_attempts=3
     )
+
+
+def test_forgetting_an_endpoint_resolves_exactly_its_firing_alerts() -> None:
+    state = EndpointState(
+        status=Status.REJECTED,
+        raw_status="REJECTED",
+        error_message="no subnet",
+        firing={Alert.REJECTED: 10.0, Alert.ERROR_MESSAGE: 10.0},
+    )
+
+    assert forget(state) == [
+        AlertEvent(Alert.REJECTED, False, Status.REJECTED, Status.REJECTED, "no subnet"),
+        AlertEvent(Alert.ERROR_MESSAGE, False, Status.REJECTED, Status.REJECTED, "no subnet"),
+    ]
+    assert forget(EndpointState(status=Status.AVAILABLE)) == []
