@@ -19,6 +19,9 @@ from monitor.state import AddAction, AddPolicy, EndpointState, Observation, next
 
 log = structlog.get_logger(__name__)
 
+DRY_RUN_REASON = "not added: add_missing.dry_run is on"
+ADD_FAILED_REASON = "adding it failed"
+
 
 async def add_if_missing(
     client: AtlasClient,
@@ -35,7 +38,7 @@ async def add_if_missing(
     if action is AddAction.DRY_RUN:
         log.info("endpoint_add_dry_run", **identity, would="POST")
         metrics.endpoints_added.labels("dry_run").inc()
-        return replace(state, dry_run_reported=True), observation
+        return replace(state, dry_run_reported=True), Observation.not_found(DRY_RUN_REASON)
     if action is AddAction.ADD:
         attempt = state.add_attempts + 1
         state = replace(state, add_attempts=attempt)
@@ -45,7 +48,7 @@ async def add_if_missing(
         except AtlasError as error:
             metrics.endpoints_added.labels("failed").inc()
             log.error("endpoint_add_failed", **identity, **progress, **_error_fields(error))
-            return state, observation
+            return state, Observation.not_found(f"{ADD_FAILED_REASON}: {error.summary}")
         metrics.endpoints_added.labels("added").inc()
         log.info(
             "endpoint_added",

@@ -314,8 +314,10 @@ class AtlasClient:
         """POST the endpoint, never twice blindly.
 
         A POST whose outcome is unknown (timeout, dropped connection, 5xx) may have created
-        the endpoint, so before trying again we GET it: if it exists, that is our answer.
-        Only a 429 or a connection that was never made is retried directly.
+        the endpoint, or may still be creating it, so it is followed by a GET, never by
+        another POST: if the endpoint exists, that is our answer; if not, this call fails
+        with the POST's error and the next poll cycle, well after any straggling POST, looks
+        again before adding. Only a 429 or a connection that was never made is retried.
         """
 
         async def find_applied_post(error: AtlasError) -> object | None:
@@ -325,7 +327,7 @@ class AtlasClient:
                 return await self._with_retries("GET", ref.path)
             except AtlasNotFoundError:
                 log.info("atlas_post_not_applied", endpoint=str(ref), cause=error.summary)
-                return None
+                raise error from None
 
         body = {"interfaceEndpointId": ref.interface_endpoint_id}
         document = await self._with_retries(

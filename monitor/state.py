@@ -34,6 +34,8 @@ class Observation:
 
     answer: InterfaceEndpoint | None = None
     missing: bool = False
+    missing_reason: str | None = None
+    """Why a missing endpoint was not added (a refused POST, a dry run), for the alert."""
     failure: str | None = None
 
     @classmethod
@@ -41,8 +43,8 @@ class Observation:
         return cls(answer=answer)
 
     @classmethod
-    def not_found(cls) -> Observation:
-        return cls(missing=True)
+    def not_found(cls, reason: str | None = None) -> Observation:
+        return cls(missing=True, missing_reason=reason)
 
     @classmethod
     def failed(cls, reason: str) -> Observation:
@@ -67,6 +69,7 @@ class EndpointState:
     delete_requested: bool = False
     up: bool = False
     missing: bool = False
+    missing_reason: str | None = None
     consecutive_failures: int = 0
     last_success: float | None = None
     last_failure: str | None = None
@@ -147,6 +150,7 @@ def _observe(previous: EndpointState, observation: Observation, now: float) -> E
             delete_requested=answer.delete_requested,
             up=True,
             missing=False,
+            missing_reason=None,
             consecutive_failures=0,
             last_success=now,
             last_failure=None,
@@ -164,6 +168,7 @@ def _observe(previous: EndpointState, observation: Observation, now: float) -> E
             delete_requested=False,
             up=False,
             missing=True,
+            missing_reason=observation.missing_reason or previous.missing_reason,
             consecutive_failures=0,
             last_failure="not found in Atlas",
         )
@@ -218,12 +223,16 @@ def _reminder_due(last_emitted: float, now: float, rules: AlertSettings) -> bool
 def _event(
     alert: AlertName, *, firing: bool, previous: EndpointState, state: EndpointState
 ) -> AlertEvent:
+    # A missing endpoint has no errorMessage of its own; its not_found alert carries why it
+    # was not added instead (Atlas' reason for a refused POST), which is what the operator
+    # has to fix.
+    missing_reason = alert is AlertName.NOT_FOUND and state.missing
     return AlertEvent(
         alert=alert,
         firing=firing,
         connection_status=state.status,
         previous_status=previous.status,
-        error_message=state.error_message,
+        error_message=state.missing_reason if missing_reason else state.error_message,
     )
 
 

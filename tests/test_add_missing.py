@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+from typing import Any
+
 from structlog.testing import capture_logs
 
 from monitor.config import EndpointConfig
 from monitor.poller import Monitor
-from monitor.simulator import Fault, Scenario
+from monitor.simulator import Fault, Scenario, Simulator
 from tests.conftest import (
     StartSimulator,
     alerts_in,
@@ -68,6 +72,8 @@ async def test_dry_run_reports_once_changes_nothing_and_alerts_not_found(
     assert len(events_in(logs, "endpoint_add_dry_run")) == 1
     assert events_in(logs, "endpoint_added") == []
     assert alerts_in(logs) == [("missing", "not_found", "firing")]
+    (alert,) = events_in(logs, "alert")
+    assert alert["error_message"] == "not added: add_missing.dry_run is on"
     assert added_total(monitor, "dry_run") == 1
 
 
@@ -92,6 +98,9 @@ async def test_a_refused_add_is_retried_per_cycle_up_to_max_attempts(
         (2, "INVALID_ATTRIBUTE", "error"),
     ]
     assert alerts_in(logs) == [("missing", "not_found", "firing")]
+    (alert,) = events_in(logs, "alert")
+    assert alert["error_message"].startswith("adding it failed: 400 INVALID_ATTRIBUTE: ")
+    assert alert["connection_status"] is None
     assert added_total(monitor, "failed") == 2
 
 
@@ -130,3 +139,67 @@ async def test_recreate_deletes_a_failed_endpoint_it_added_then_adds_it_again(
         ("missing", "rejected", "resolved"),
         ("missing", "rejected", "firing"),
     ]
+
+
+def posts(simulator: Simulator) -> int:
+    return sum(count for (method, _), count in simulator.stats.requests.items() if method == "POST")
+
+
+async def test_a_restarted_monitor_finds_the_endpoint_it_added_and_does_not_post_again(
+    start_simulator: StartSimulator,
+) -> None:
+    simulator, url = await start_simulator(Scenario(endpoints=[simulated(MISSING, exists=False)]))
+    settings = settings_for(url, endpoints=[{**MISSING, "add_if_missing": True}])
+    for _ in range(2):  # two processes, one after the other: no state survives in between
+        async with monitoring(settings) as (monitor, client):
+            await monitor.run_cycle(client)
+            await monitor.run_cycle(client)
+
+    assert posts(simulator) == 1
+    assert simulator.stats.by_endpoint[("GET", MISSING["interface_endpoint_id"])] == 4
+
+
+async def test_a_post_that_timed_out_is_followed_by_a_get_never_by_a_second_post(
+    start_simulator: StartSimulator,
+) -> None:
+    slow_post = Fault(methods=["POST"], latency_seconds=0.5, times=1)
+    simulator, url = await start_simulator(
+        Scenario(endpoints=[simulated(MISSING, exists=False, faults=[slow_post])])
+    )
+    settings = settings_for(
+        url,
+        endpoints=[{**MISSING, "add_if_missing": True}],
+        atlas={"timeout_seconds": 0.2, "max_retries": 2},
+    )
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            await monitor.run_cycle(client)
+            # The POST's answer was lost and the GET came before Atlas (the simulator) had
+            # created the endpoint: nothing more is sent this cycle.
+            assert posts(simulator) == 0  # the slow POST has not even been answered yet
+            assert simulator.stats.by_endpoint[("GET", MISSING["interface_endpoint_id"])] == 2
+            await created(simulator, MISSING)
+            await monitor.run_cycle(client)
+
+    assert posts(simulator) == 1
+    (failed,) = events_in(logs, "endpoint_add_failed")
+    assert failed["cause"] == "no answer within 0.2 s"
+    assert alerts_in(logs) == [
+        ("missing", "not_found", "firing"),
+        ("missing", "not_found", "resolved"),
+    ]
+    assert events_in(logs, "alert")[0]["error_message"] == (
+        "adding it failed: no answer within 0.2 s"
+    )
+    state = monitor.state_of(EndpointConfig.model_validate(MISSING))
+    assert state is not None
+    assert state.up
+
+
+async def created(simulator: Simulator, entry: dict[str, Any]) -> None:
+    """Until the simulator has finished creating the endpoint (bounded: 5 s)."""
+    async with asyncio.timeout(5):
+        for _ in itertools.count():
+            if simulator.endpoint_state(**ids_of(entry)) is not None:
+                return
+            await asyncio.sleep(0.02)

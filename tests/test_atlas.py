@@ -371,17 +371,19 @@ async def test_post_that_timed_out_is_checked_with_get_not_repeated(
     assert calls(atlas, "GET", ENDPOINT_URL) == 1
 
 
-async def test_post_that_failed_and_did_not_apply_is_sent_again(
+async def test_post_of_unknown_outcome_not_found_by_get_fails_without_a_second_post(
     make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
 ) -> None:
     atlas.post(COLLECTION_URL, status=500, payload=atlas_error(500, "UNEXPECTED_ERROR"))
     atlas.get(ENDPOINT_URL, status=404, payload=atlas_error(404, "RESOURCE_NOT_FOUND"))
     atlas.post(COLLECTION_URL, status=201, payload=endpoint_body("NONE"))
     async with make_client() as client:
-        await client.add_interface_endpoint(REF)
-    assert calls(atlas, "POST", COLLECTION_URL) == 2
+        with pytest.raises(AtlasServerError) as raised:
+            await client.add_interface_endpoint(REF)
+    assert raised.value.status == 500
+    assert calls(atlas, "POST", COLLECTION_URL) == 1
     assert calls(atlas, "GET", ENDPOINT_URL) == 1
-    assert len(sleeps.delays) == 1
+    assert sleeps.delays == []
 
 
 async def test_post_throttled_is_retried_without_a_get(
@@ -412,7 +414,7 @@ async def test_post_rejected_by_atlas_is_not_retried(
     assert sleeps.delays == []
 
 
-async def test_post_gives_up_after_max_retries(
+async def test_post_that_timed_out_and_is_not_found_is_left_to_the_next_cycle(
     make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
 ) -> None:
     atlas.post(COLLECTION_URL, exception=TimeoutError(), repeat=True)
@@ -420,8 +422,22 @@ async def test_post_gives_up_after_max_retries(
     async with make_client(max_retries=2) as client:
         with pytest.raises(AtlasUnreachableError):
             await client.add_interface_endpoint(REF)
+    assert calls(atlas, "POST", COLLECTION_URL) == 1
+    assert calls(atlas, "GET", ENDPOINT_URL) == 1
+
+
+async def test_post_throttled_gives_up_after_max_retries(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    throttled = atlas_error(429, "RATE_LIMITED")
+    atlas.post(
+        COLLECTION_URL, status=429, payload=throttled, headers={"Retry-After": "0"}, repeat=True
+    )
+    async with make_client(max_retries=2) as client:
+        with pytest.raises(AtlasRateLimitedError):
+            await client.add_interface_endpoint(REF)
     assert calls(atlas, "POST", COLLECTION_URL) == 3
-    assert calls(atlas, "GET", ENDPOINT_URL) == 2
+    assert calls(atlas, "GET", ENDPOINT_URL) == 0
 
 
 async def test_delete_reports_whether_anything_was_deleted(

@@ -1243,3 +1243,20 @@ def test_forgetting_an_endpoint_resolves_exactly_its_firing_alerts() -> None:
         AlertEvent(Alert.ERROR_MESSAGE, False, Status.REJECTED, Status.REJECTED, "no subnet"),
     ]
     assert forget(EndpointState(status=Status.AVAILABLE)) == []
+
+
+def test_not_found_carries_why_the_endpoint_was_not_added_until_it_is_found() -> None:
+    refused = Observation.not_found("adding it failed: 403 FORBIDDEN")
+
+    first = advance(EndpointState(), refused, 10.0, rules())
+    again = advance(first.state, Observation.not_found(), 20.0, rules(repeat_interval_seconds=5))
+    found = advance(again.state, answered(Status.AVAILABLE), 30.0, rules())
+
+    assert first.events == [
+        AlertEvent(Alert.NOT_FOUND, True, None, None, "adding it failed: 403 FORBIDDEN")
+    ]
+    assert again.events == [
+        AlertEvent(Alert.NOT_FOUND, True, None, None, "adding it failed: 403 FORBIDDEN")
+    ]
+    assert found.events == [AlertEvent(Alert.NOT_FOUND, False, Status.AVAILABLE, None, None)]
+    assert found.state.missing_reason is None
