@@ -181,8 +181,9 @@ async def _reload(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     """Renders the state table as it is now; never waits for, or calls, Atlas."""
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(request.app[MONITOR].metrics.registry)
+    _, content_type = choose_encoder(request.headers.get("Accept", ""))
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    body = request.app[MONITOR].metrics.render(openmetrics=openmetrics)
     response = web.Response(body=body, headers={"Content-Type": content_type})
     response.enable_compression()
     return response

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from monitor import __version__
+from monitor import metrics as monitor_metrics
 from monitor.alerts import AlertName
 from monitor.atlas import ConnectionStatus
 from monitor.config import EndpointConfig
@@ -478,3 +479,102 @@ def test_the_state_set_is_typed_gauge_in_the_text_format(
     snapshot.append((endpoint(), state()))
 
     assert f"# TYPE {STATUS} gauge\n" in exposition(metrics)
+
+
+# --- what /metrics serves: MonitorMetrics.render ----------------------------------------
+
+
+def parsed(text: str, *, openmetrics: bool = False) -> dict[str, set[tuple[str, Any, float]]]:
+    """Family -> its samples, as (name, sorted labels, value), from exposition text."""
+    parse = (
+        openmetrics_parser.text_string_to_metric_families
+        if openmetrics
+        else text_string_to_metric_families
+    )
+    return {
+        family.name: {
+            (sample.name, tuple(sorted(sample.labels.items())), sample.value)
+            for sample in family.samples
+        }
+        for family in parse(text)
+    }
+
+
+def varied_snapshot() -> SnapshotList:
+    """Every kind of endpoint row, with text that needs escaping."""
+    return [
+        (endpoint(name='quote " back \\ slash', labels={"team": "a\nb"}), state()),
+        (endpoint(interface_endpoint_id=OTHER_ENDPOINT_ID, labels={"env": "prod"}), None),
+        (
+            endpoint(interface_endpoint_id=THIRD_ENDPOINT_ID),
+            state(
+                status=ConnectionStatus.REJECTED,
+                error_message="no subnet",
+                delete_requested=True,
+                firing={AlertName.REJECTED: LAST_SUCCESS},
+            ),
+        ),
+        (
+            endpoint(interface_endpoint_id="vpce-0000000a"),
+            state(status=None, status_since=None, up=False, missing=True),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_render_serves_exactly_what_the_registry_holds(
+    metrics: MonitorMetrics, snapshot: SnapshotList, openmetrics: bool
+) -> None:
+    snapshot.extend(varied_snapshot())
+    metrics.observe_request("GET", "200", 0.1)
+    metrics.cycle_finished(0.5, at=LAST_SUCCESS)
+    reference = (
+        openmetrics_exposition.generate_latest(metrics.registry)
+        if openmetrics
+        else prometheus_client.generate_latest(metrics.registry)
+    )
+
+    served = metrics.render(openmetrics=openmetrics).decode()
+
+    assert parsed(served, openmetrics=openmetrics) == parsed(
+        reference.decode(), openmetrics=openmetrics
+    )
+    assert served.endswith("# EOF\n") == openmetrics
+    assert served.count("# EOF") == (1 if openmetrics else 0)
+
+
+def test_render_re_renders_only_the_endpoints_whose_state_changed(
+    metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    snapshot.extend(varied_snapshot())
+    metrics.render()
+    rendered: list[str] = []
+    real = monitor_metrics.endpoint_samples
+
+    def counting(config: EndpointConfig, *args: Any) -> Any:
+        rendered.append(config.interface_endpoint_id)
+        return real(config, *args)
+
+    monkeypatch.setattr(monitor_metrics, "endpoint_samples", counting)
+
+    unchanged = metrics.render()
+    snapshot[2] = (snapshot[2][0], state(status=ConnectionStatus.AVAILABLE))
+    changed = metrics.render().decode()
+
+    assert rendered == [THIRD_ENDPOINT_ID]
+    assert unchanged != changed
+    assert parsed(changed) == parsed(prometheus_client.generate_latest(metrics.registry).decode())
+
+
+def test_render_drops_removed_endpoints_and_follows_the_label_union(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.extend(varied_snapshot())
+    metrics.render()
+
+    del snapshot[0]  # the only endpoint with a "team" label
+    served = metrics.render().decode()
+
+    assert "team=" not in served
+    assert f'interface_endpoint_id="{ENDPOINT_ID}"' not in served
+    assert parsed(served) == parsed(prometheus_client.generate_latest(metrics.registry).decode())
