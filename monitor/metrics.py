@@ -174,10 +174,10 @@ class EndpointExposition:
     def __init__(self) -> None:
         self._cache: dict[EndpointRef, _RenderedEndpoint] = {}
 
-    def render(self, snapshot: Snapshot) -> str:
+    def render(self, snapshot: Snapshot) -> bytes:
         user_labels = user_labels_of(snapshot)
         rendered: dict[EndpointRef, _RenderedEndpoint] = {}
-        lines: list[list[str]] = [[] for _ in ENDPOINT_FAMILIES]
+        lines: list[list[bytes]] = [[] for _ in ENDPOINT_FAMILIES]
         for endpoint, state in snapshot:
             cached = self._cache.get(endpoint.ref)
             if cached is None or not cached.shows(endpoint, state, user_labels):
@@ -191,8 +191,8 @@ class EndpointExposition:
             parts.append(_header(family))
             parts.extend(family_lines)
         parts.append(_header(CONFIGURED))
-        parts.append(f"{CONFIGURED.name} {_go_float(len(snapshot))}\n")
-        return "".join(parts)
+        parts.append(f"{CONFIGURED.name} {_go_float(len(snapshot))}\n".encode())
+        return b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -200,8 +200,8 @@ class _RenderedEndpoint:
     endpoint: EndpointConfig
     state: EndpointState | None
     user_labels: tuple[str, ...]
-    texts: tuple[str, ...]
-    """The endpoint's sample lines, one string per family of ENDPOINT_FAMILIES."""
+    texts: tuple[bytes, ...]
+    """The endpoint's sample lines, one chunk per family of ENDPOINT_FAMILIES."""
 
     @classmethod
     def of(
@@ -210,7 +210,7 @@ class _RenderedEndpoint:
         texts = tuple(
             "".join(
                 _sample_line(family.name, label_names, labels, value) for labels, value in samples
-            )
+            ).encode()
             for family, label_names, samples in zip(
                 ENDPOINT_FAMILIES,
                 (_label_names(family, user_labels) for family in ENDPOINT_FAMILIES),
@@ -226,9 +226,9 @@ class _RenderedEndpoint:
         return self.endpoint is endpoint and self.state is state and self.user_labels == user_labels
 
 
-def _header(family: _Family) -> str:
+def _header(family: _Family) -> bytes:
     documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-    return f"# HELP {family.name} {documentation}\n# TYPE {family.name} gauge\n"
+    return f"# HELP {family.name} {documentation}\n# TYPE {family.name} gauge\n".encode()
 
 
 def _sample_line(name: str, label_names: Sequence[str], labels: Sequence[str], value: float) -> str:
@@ -349,7 +349,7 @@ class MonitorMetrics:
 
     def render(self, *, openmetrics: bool = False) -> bytes:
         """The whole exposition, in the Prometheus text format or OpenMetrics."""
-        endpoints = self._exposition.render(self._snapshot()).encode()
+        endpoints = self._exposition.render(self._snapshot())
         if not openmetrics:
             return generate_latest(self._own) + endpoints
         own = _openmetrics_latest(self._own)
