@@ -347,6 +347,10 @@ class AtlasClient:
         waited_out_429 = False
         while True:
             try:
+                if self._first_exchange_done is not None:
+                    # Queued behind the session's first exchange, whose answer may be the
+                    # 429 that pauses this project: look at the pause once it is known.
+                    await self._first_exchange_done.wait()
                 if not waited_out_429:
                     await self._respect_project_pause(method, path)
                 return await self._exchange(method, path, json_body)

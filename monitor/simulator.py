@@ -33,6 +33,8 @@ Scenario file (YAML, or JSON since the YAML parser reads both)::
             times: 2
           - body: '{"interfaceEndpointId": '  # sent verbatim; status 200 unless given
             content_type: application/json
+          - truncate_body: true   # the answer's headers (full Content-Length) and half
+            times: 1              # its body, then the connection closes
 
 Unauthenticated control routes, for tests that run the simulator in another process (they
 are not counted in the stats):
@@ -195,6 +197,8 @@ class Fault(BaseModel):
     error_code: str | None = None
     retry_after: int | None = Field(default=None, ge=0)
     drop_connection: bool = False
+    truncate_body: bool = False
+    """Send the answer's headers and half its body, then close the connection."""
     body: str | None = None
     content_type: str = "application/json"
 
@@ -203,7 +207,8 @@ class Fault(BaseModel):
         named = self.model_fields_set
         if self.drop_connection:
             answer_fields = sorted(
-                named & {"status", "error_code", "retry_after", "body", "content_type"}
+                named
+                & {"status", "error_code", "retry_after", "body", "content_type", "truncate_body"}
             )
             if answer_fields:
                 raise ValueError(
@@ -673,6 +678,20 @@ def _fault_answer(request: web.Request, fault: Fault) -> web.Response | None:
     return error.response(request)
 
 
+async def _send_truncated(request: web.Request, answer: web.Response) -> web.StreamResponse:
+    """The answer's status and headers, announcing its whole length, then half its body and
+    a closed connection: what a client sees when a connection is reset mid-body."""
+    body = answer.body
+    assert isinstance(body, bytes)
+    response = web.StreamResponse(status=answer.status, reason=answer.reason)
+    response.headers.update(answer.headers)
+    response.content_length = len(body)
+    await response.prepare(request)
+    await response.write(body[: len(body) // 2])
+    request.protocol.force_close()
+    return response
+
+
 class _EndpointUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -794,7 +813,9 @@ class Simulator:
     @web.middleware
     async def _api_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await self._answer_api_request(request, handler)
-        status = DROPPED if request.transport is None else response.status
+        # A truncated answer is prepared here already: its status line did go out.
+        sent = response.prepared or request.transport is not None
+        status = response.status if sent else DROPPED
         self.stats.requests[(request.method, status)] += 1
         log.debug("simulator_request", method=request.method, path=request.path, status=status)
         return response
@@ -862,13 +883,13 @@ class Simulator:
             headers={**bucket.headers(), hdrs.RETRY_AFTER: str(retry_after)},
         )
 
-    async def _handle_get(self, request: web.Request) -> web.Response:
+    async def _handle_get(self, request: web.Request) -> web.StreamResponse:
         return await self._answer_with_faults(request, _path_key(request), self._read)
 
-    async def _handle_delete(self, request: web.Request) -> web.Response:
+    async def _handle_delete(self, request: web.Request) -> web.StreamResponse:
         return await self._answer_with_faults(request, _path_key(request), self._delete)
 
-    async def _handle_post(self, request: web.Request) -> web.Response:
+    async def _handle_post(self, request: web.Request) -> web.StreamResponse:
         key = EndpointKey(
             request.match_info["groupId"],
             request.match_info["privateLinkId"],
@@ -881,7 +902,7 @@ class Simulator:
         request: web.Request,
         key: EndpointKey,
         answer: Callable[[web.Request, EndpointKey], web.Response],
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         self.stats.by_endpoint[(request.method, key.interface_endpoint_id)] += 1
         fault = self._take_fault(key, request.method)
         if fault is None:
@@ -898,6 +919,8 @@ class Simulator:
             response = answer(request, key)
         if fault.retry_after is not None:
             response.headers[hdrs.RETRY_AFTER] = str(fault.retry_after)
+        if fault.truncate_body:
+            return await _send_truncated(request, response)
         return response
 
     def _take_fault(self, key: EndpointKey, method: str) -> Fault | None:

@@ -669,3 +669,42 @@ async def test_scripted_429_then_recovery_honours_retry_after(
     assert endpoint.connection_status is ConnectionStatus.AVAILABLE
     assert sleeps.delays == [4.0, 4.0]
     assert simulator.stats.requests[("GET", 429)] == 2
+
+
+async def test_requests_queued_behind_the_first_exchange_wait_out_its_429(
+    make_client: MakeClient, start_simulator: StartSimulator, sleeps: Sleeps
+) -> None:
+    """The first exchange runs alone; a 429 it gets pauses the project for the requests
+    that were waiting for it too, instead of letting them all go out at once."""
+    other = EndpointRef(GROUP_ID, PRIVATE_LINK_ID, "vpce-0a1b2c3d4e5f60718")
+    simulator, url = await start_simulator(
+        Scenario(
+            endpoints=[
+                ScenarioEndpoint(
+                    group_id=GROUP_ID,
+                    private_link_id=PRIVATE_LINK_ID,
+                    interface_endpoint_id=ENDPOINT_ID,
+                    faults=[Fault(status=429, retry_after=1, times=1)],
+                ),
+                ScenarioEndpoint(
+                    group_id=GROUP_ID,
+                    private_link_id=PRIVATE_LINK_ID,
+                    interface_endpoint_id=other.interface_endpoint_id,
+                ),
+            ]
+        )
+    )
+    async with make_client(base_url=url, jitter=lambda: 0.0) as client:
+        await asyncio.wait_for(
+            asyncio.gather(
+                client.get_interface_endpoint(REF), client.get_interface_endpoint(other)
+            ),
+            10,
+        )
+    backoff, pause = sleeps.delays
+    assert backoff == 1.0
+    assert 0.5 < pause <= 1.0
+    assert simulator.stats.by_endpoint == {
+        ("GET", ENDPOINT_ID): 2,
+        ("GET", other.interface_endpoint_id): 1,
+    }

@@ -615,6 +615,45 @@ async def test_dropped_post_reaches_the_client_and_adds_nothing(
     assert harness.simulator.stats.requests[("POST", 0)] == 1
 
 
+async def test_truncated_body_reaches_the_client_as_a_payload_error(
+    start_simulator: StartSimulator,
+) -> None:
+    """Headers with the whole Content-Length, half the body, then the connection closes."""
+    harness = await start_simulator()
+    full = json.dumps(atlas_body("AVAILABLE"), separators=(",", ":")).encode()
+    harness.simulator.add_fault(GROUP, LINK, ENDPOINT, Fault(truncate_body=True, times=1))
+
+    async with harness.client.get(harness.url()) as response:
+        status, length = response.status, response.content_length
+        received = await response.content.read(len(full) // 2)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+    recovered = await harness.get()
+
+    assert (status, length) == (200, len(full))
+    assert received == full[: len(full) // 2]
+    assert recovered.json() == atlas_body("AVAILABLE")
+    # Its status line went out, so it counts as a 200, unlike a dropped connection.
+    assert harness.simulator.stats.requests == Counter({("GET", 401): 1, ("GET", 200): 2})
+    assert harness.simulator.stats.by_endpoint[("GET", ENDPOINT)] == 2
+
+
+async def test_truncation_applies_to_a_scripted_answer_too(
+    start_simulator: StartSimulator,
+) -> None:
+    harness = await start_simulator()
+    faulted = Fault(status=503, retry_after=2, truncate_body=True, times=1)
+    harness.simulator.add_fault(GROUP, LINK, ENDPOINT, faulted)
+
+    async with harness.client.get(harness.url()) as response:
+        status, retry_after = response.status, response.headers["Retry-After"]
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+    assert (status, retry_after) == (503, "2")
+    assert harness.simulator.stats.requests[("GET", 503)] == 1
+
+
 @pytest.mark.parametrize(
     ("fault", "status", "content_type"),
     [
@@ -913,6 +952,7 @@ def test_unusable_scenario_files_are_named_in_the_error(
     ("fields", "problem"),
     [
         ({"drop_connection": True, "retry_after": 1}, "cannot be combined with retry_after"),
+        ({"drop_connection": True, "truncate_body": True}, "cannot be combined with truncate"),
         ({"content_type": "text/plain"}, "content_type only applies to a raw body"),
         ({"error_code": "X"}, "error_code needs a status"),
         ({"body": "x", "status": 500, "error_code": "X"}, "cannot be combined with a raw body"),
@@ -989,4 +1029,4 @@ def test_the_documented_scenario_example_is_valid() -> None:
 
     documented = Scenario.model_validate(yaml.safe_load(example))
 
-    assert [fault.times for fault in documented.endpoints[0].faults] == [1, 1, 2, None]
+    assert [fault.times for fault in documented.endpoints[0].faults] == [1, 1, 2, None, 1]
