@@ -334,9 +334,9 @@ def _private_key_from(env: Mapping[str, str]) -> tuple[SecretStr, str, tuple[str
         mode = Path(key_file).stat().st_mode
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or type(error).__name__
-        raise ConfigError(
-            [f"env.{PRIVATE_KEY_FILE_ENV}: cannot read {key_file}: {reason}"]
-        ) from None
+        # A key pasted into the _FILE variable by mistake must not be echoed back.
+        shown = key_file if os.sep in key_file else "its value (not shown: not a path)"
+        raise ConfigError([f"env.{PRIVATE_KEY_FILE_ENV}: cannot read {shown}: {reason}"]) from None
     if not from_file:
         raise ConfigError([f"env.{PRIVATE_KEY_FILE_ENV}: {key_file} is empty"])
     warnings: tuple[str, ...] = ()

@@ -51,6 +51,10 @@ def stop_signal_received() -> Iterator[asyncio.Future[signal.Signals]]:
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+            if received.done():
+                # Already stopping: a second Ctrl-C or SIGTERM while the interpreter winds
+                # down must not turn a clean exit 0 into a kill.
+                signal.signal(sig, signal.SIG_IGN)
 
 
 async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 import structlog
@@ -26,19 +26,29 @@ class _SecretMasker:
     def __call__(self, logger: object, method_name: str, event_dict: EventDict) -> EventDict:
         if self._secrets:
             for key, value in event_dict.items():
-                event_dict[key] = self._mask(value)
+                if not key.startswith("_"):  # structlog's own bookkeeping (_record...)
+                    event_dict[key] = self._mask(value)
         return event_dict
 
     def _mask(self, value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in self._secrets:
-                value = value.replace(secret, REDACTED)
+        if value is None or isinstance(value, bool | int | float):
             return value
-        if isinstance(value, MutableMapping):
-            return {key: self._mask(item) for key, item in value.items()}
+        if isinstance(value, str):
+            return self._mask_text(value)
+        if isinstance(value, Mapping):
+            return {self._mask(key): self._mask(item) for key, item in value.items()}
         if isinstance(value, list | tuple):
             return [self._mask(item) for item in value]
-        return value
+        # Anything else is rendered with repr() (an exception, bytes, a path): mask that text,
+        # and leave the object alone when it holds no secret.
+        text = repr(value)
+        masked = self._mask_text(text)
+        return value if masked == text else masked
+
+    def _mask_text(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
 
 
 class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]

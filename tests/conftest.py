@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -221,6 +223,33 @@ async def start_daemon(start_simulator: StartSimulator) -> AsyncIterator[StartDa
 
 
 MONITOR_PROGRAM = (sys.executable, "-m", "monitor")
+END_OF_OUTPUT = "\x00<end of output>"
+"""Queued after a child's last line, so a reader knows it has seen everything."""
+# Show every ResourceWarning (unclosed sockets, sessions), which Python hides by default.
+WARNINGS_ENV = {"PYTHONWARNINGS": "always::ResourceWarning"}
+
+
+def json_event(line: str) -> str | None:
+    """The ``event`` of a JSON log line, None for any other line."""
+    if not line.startswith("{"):
+        return None
+    try:
+        return str(json.loads(line)["event"])
+    except (ValueError, KeyError):
+        return None
+
+
+def http_get(url: str, accept: str | None = None) -> tuple[int, str, str]:
+    """(status, content type, body) of a GET to the daemon; 4xx/5xx are answers too."""
+    assert url.startswith("http://127.0.0.1:")
+    headers = {"Accept": accept} if accept else {}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers["Content-Type"], error.read().decode()
 
 
 class Process:
@@ -248,6 +277,18 @@ class Process:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
             self.lines.put(line.rstrip("\n"))
+        self.lines.put(END_OF_OUTPUT)
+
+    def all_output(self, timeout: float = 10) -> list[str]:
+        """Everything the process wrote, to its last line (it must have exited or be about to)."""
+        if END_OF_OUTPUT not in self.seen:
+            self.wait_for_line(lambda line: line == END_OF_OUTPUT, timeout)
+        return [line for line in self.seen if line != END_OF_OUTPUT]
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait(timeout=5)
 
     def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 20) -> str:
         deadline = time.monotonic() + timeout

@@ -1,0 +1,343 @@
+"""The daemon's life as an operator's supervisor sees it: `run` as a real child process,
+stopped by signals at awkward moments, and started while Atlas cannot be reached.
+
+Every wait is bounded (a log line, an accepted connection or a simulator counter with a
+deadline); only 127.0.0.1 is used.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import (
+    WARNINGS_ENV,
+    Process,
+    config_document,
+    endpoint_entry,
+    endpoint_id,
+    http_get,
+    json_event,
+    subprocess_env,
+    unused_port,
+)
+
+# What a shutdown that forgot to close or await something leaves on stdout/stderr.
+SHUTDOWN_DEBRIS = (
+    "Unclosed client session",
+    "Unclosed connector",
+    "Unclosed",
+    "Task was destroyed but it is pending",
+    "Traceback",
+    "Exception ignored",
+    "poll_cycle_did_not_stop",
+)
+
+
+def is_event(*events: str) -> Callable[[str], bool]:
+    return lambda line: json_event(line) in events
+
+
+def samples(metrics_text: str, name: str) -> dict[str, float]:
+    """interface endpoint id -> value of the per-endpoint metric ``name``."""
+    return {
+        sample.labels["interface_endpoint_id"]: sample.value
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def metric_names(metrics_text: str) -> set[str]:
+    return {
+        sample.name
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+    }
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        time.sleep(0.02)
+
+
+def assert_clean_shutdown(lines: list[str], signal_name: str) -> None:
+    """The log ends with `stopping` (naming the signal) and then `stopped`, and nothing
+    after the daemon's own last line: no warnings, tracebacks or unawaited tasks."""
+    text = "\n".join(lines)
+    for debris in SHUTDOWN_DEBRIS:
+        assert debris not in text, f"{debris!r} in the output:\n{text}"
+    assert lines, "no output at all"
+    assert json_event(lines[-1]) == "stopped", f"last line is not `stopped`:\n{text}"
+    stopping = [json.loads(line) for line in lines if json_event(line) == "stopping"]
+    assert [line["signal"] for line in stopping] == [signal_name]
+    stopping_at = next(i for i, line in enumerate(lines) if json_event(line) == "stopping")
+    after_stopping = {json_event(line) for line in lines[stopping_at + 1 : -1]}
+    # Between the two, only the cancelled cycle may speak.
+    assert after_stopping <= {"poll_cycle_cancelled"}, text
+
+
+def write_yaml(path: Path, document: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def children() -> Iterator[Callable[..., Process]]:
+    """Start `python -m monitor ...` children; whatever is still running at the end is
+    killed (these tests assert on their own stops, never on the teardown's)."""
+    started: list[Process] = []
+
+    def start(args: list[str], **env: str) -> Process:
+        child = Process(args, subprocess_env(**WARNINGS_ENV, **env))
+        started.append(child)
+        return child
+
+    yield start
+    for child in started:
+        child.kill()
+
+
+SLOW_SECONDS = 3
+
+
+def slow_atlas(tmp_path: Path, start: Callable[..., Process], entries: list[dict[str, Any]]) -> str:
+    """A simulator child whose every GET of ``entries`` takes SLOW_SECONDS; returns its URL."""
+    scenario = write_yaml(
+        tmp_path / "scenario.yaml",
+        {
+            "endpoints": [
+                {**entry, "faults": [{"latency_seconds": SLOW_SECONDS, "methods": ["GET"]}]}
+                for entry in entries
+            ]
+        },
+    )
+    simulator = start(["simulate", "--port", "0", "--scenario", str(scenario)])
+    return str(json.loads(simulator.wait_for_line(is_event("simulator_started")))["url"])
+
+
+def gets_received(simulator_url: str) -> int:
+    """GETs the simulator has accepted (and, with latency, is now delaying)."""
+    with urllib.request.urlopen(f"{simulator_url}/_simulator/stats", timeout=5) as response:  # noqa: S310
+        stats = json.load(response)
+    return sum(stats.get("by_endpoint", {}).get("GET", {}).values())
+
+
+def run_daemon(
+    tmp_path: Path, start: Callable[..., Process], atlas_url: str, **sections: Any
+) -> tuple[Process, str]:
+    """`run` as a child on a free port, logging at debug; returns it and its base URL once
+    it has announced `monitor_started`."""
+    port = unused_port()
+    document = config_document(**sections)
+    document["atlas"] = {"base_url": atlas_url, **document.get("atlas", {})}
+    document["server"] = {"host": "127.0.0.1", "port": port}
+    document["log"] = {"level": "debug", "format": "json"}
+    daemon = start(["run", "--config", str(write_yaml(tmp_path / "config.yaml", document))])
+    started = json.loads(daemon.wait_for_line(is_event("monitor_started")))
+    assert started["url"] == f"http://127.0.0.1:{port}"
+    return daemon, started["url"]
+
+
+def stop_and_time(daemon: Process, sig: signal.Signals) -> tuple[int, float]:
+    stopping = time.monotonic()
+    exit_code = daemon.stop(sig, timeout=10)
+    return exit_code, time.monotonic() - stopping
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_requests_are_in_flight_cancels_the_cycle_and_exits_0(
+    tmp_path: Path, children: Callable[..., Process], sig: signal.Signals
+) -> None:
+    entries = [endpoint_entry(interface_endpoint_id=endpoint_id(n)) for n in (1, 2)]
+    atlas_url = slow_atlas(tmp_path, children, entries)
+    daemon, _ = run_daemon(
+        tmp_path,
+        children,
+        atlas_url,
+        atlas={"timeout_seconds": 4 * SLOW_SECONDS, "max_retries": 0},
+        poll={"interval_seconds": 60, "concurrency": 2},
+        endpoints=entries,
+    )
+    # The simulator counts a GET when it starts delaying it, so the cycle's first poll is
+    # on the wire (the client sends the session's first exchange alone, for the Digest
+    # challenge; the second endpoint waits behind it).
+    wait_until(lambda: gets_received(atlas_url) >= 1, "a GET reaches the simulator")
+    assert daemon.popen.poll() is None
+
+    exit_code, stopped_after = stop_and_time(daemon, sig)
+
+    lines = daemon.all_output()
+    assert exit_code == 0, lines
+    assert stopped_after < SLOW_SECONDS, "the in-flight requests were awaited, not cancelled"
+    assert not any(is_event("poll_cycle_finished", "poll_cycle_overran")(line) for line in lines)
+    assert any(is_event("poll_cycle_cancelled")(line) for line in lines)
+    assert_clean_shutdown(lines, sig.name)
+
+
+def test_sigterm_during_retry_back_off_exits_0_and_until_then_the_daemon_is_live_not_ready(
+    tmp_path: Path, children: Callable[..., Process]
+) -> None:
+    """Atlas unreachable (a closed port) and ten retries: the first cycle is still backing
+    off when we look, so /readyz says 503 while /healthz and /metrics answer 200, every
+    endpoint shows up 0 and no status series; then SIGTERM ends the back-off sleep at once."""
+    entries = [endpoint_entry(interface_endpoint_id=endpoint_id(n)) for n in (1, 2)]
+    daemon, url = run_daemon(
+        tmp_path,
+        children,
+        f"http://127.0.0.1:{unused_port()}",
+        atlas={"timeout_seconds": 2, "max_retries": 10},
+        poll={"interval_seconds": 60, "concurrency": 2},
+        endpoints=entries,
+    )
+    # The first retry's back-off is under 0.5 s, but the nine after it add up to minutes.
+    daemon.wait_for_line(is_event("atlas_request_retry"))
+
+    ready = http_get(f"{url}/readyz")
+    health = http_get(f"{url}/healthz")
+    metrics = http_get(f"{url}/metrics")
+
+    exit_code, stopped_after = stop_and_time(daemon, signal.SIGTERM)
+    lines = daemon.all_output()
+    assert ready[0] == 503, ready
+    assert health[0] == 200, health
+    assert metrics[0] == 200, metrics
+    ids = {entry["interface_endpoint_id"] for entry in entries}
+    assert samples(metrics[2], "atlas_interface_endpoint_up") == dict.fromkeys(ids, 0.0)
+    assert samples(metrics[2], "atlas_interface_endpoint_status") == {}
+    assert "atlas_monitor_last_poll_cycle_timestamp_seconds" not in metric_names(metrics[2])
+    assert exit_code == 0, lines
+    assert stopped_after < 5
+    assert not any(is_event("poll_cycle_finished", "poll_cycle_overran")(line) for line in lines)
+    assert_clean_shutdown(lines, "SIGTERM")
+
+
+def test_a_completed_cycle_makes_the_daemon_ready_even_when_every_poll_failed(
+    tmp_path: Path, children: Callable[..., Process]
+) -> None:
+    """Readiness means "the first cycle has completed", not "Atlas answered": with Atlas
+    unreachable (connection refused) /readyz turns 200 after the first cycle, while the
+    metrics say the truth (up 0 for every endpoint, no status series)."""
+    entries = [endpoint_entry(interface_endpoint_id=endpoint_id(n)) for n in (1, 2, 3)]
+    daemon, url = run_daemon(
+        tmp_path,
+        children,
+        f"http://127.0.0.1:{unused_port()}",
+        atlas={"timeout_seconds": 2, "max_retries": 0},
+        poll={"interval_seconds": 60, "concurrency": 2},
+        endpoints=entries,
+    )
+    finished = json.loads(daemon.wait_for_line(is_event("poll_cycle_finished")))
+
+    ready = http_get(f"{url}/readyz")
+    health = http_get(f"{url}/healthz")
+    metrics = http_get(f"{url}/metrics")
+    openmetrics = http_get(f"{url}/metrics", accept="application/openmetrics-text")
+
+    exit_code, _ = stop_and_time(daemon, signal.SIGTERM)
+    lines = daemon.all_output()
+    assert (finished["endpoints"], finished["up"]) == (3, 0)
+    failures = [json.loads(line) for line in lines if is_event("endpoint_poll_failed")(line)]
+    assert {line["interface_endpoint_id"] for line in failures} == {
+        entry["interface_endpoint_id"] for entry in entries
+    }
+    assert all(line["cause"].startswith("cannot connect: ") for line in failures)
+    assert ready == (200, "text/plain; charset=utf-8", "ready\n")
+    assert health[0] == 200
+    assert metrics[0] == 200
+    assert openmetrics[0] == 200
+    assert openmetrics[1].startswith("application/openmetrics-text")
+    ids = {entry["interface_endpoint_id"] for entry in entries}
+    for text in (metrics[2], openmetrics[2]):
+        assert samples(text, "atlas_interface_endpoint_up") == dict.fromkeys(ids, 0.0)
+        assert samples(text, "atlas_interface_endpoint_status") == {}
+    assert "atlas_monitor_last_poll_cycle_timestamp_seconds" in metric_names(metrics[2])
+    assert exit_code == 0, lines
+    assert_clean_shutdown(lines, "SIGTERM")
+
+
+def hold_a_scrape_open(url: str) -> socket.socket:
+    """A scrape whose request body never finishes arriving: aiohttp answers it, then keeps
+    the handler reading the body, so the daemon's shutdown waits its 2 s grace for it."""
+    port = int(url.rsplit(":", 1)[1])
+    connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+    connection.sendall(
+        b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
+    )
+    connection.sendall(b"partial")
+    assert connection.recv(64).startswith(b"HTTP/1.1 200 ")
+    return connection
+
+
+@pytest.mark.parametrize(
+    "second", [signal.SIGTERM, signal.SIGINT], ids=["then-SIGTERM", "then-SIGINT"]
+)
+def test_a_second_signal_during_shutdown_is_ignored_and_the_exit_is_still_0(
+    tmp_path: Path, children: Callable[..., Process], second: signal.Signals
+) -> None:
+    daemon, url = run_daemon(
+        tmp_path,
+        children,
+        f"http://127.0.0.1:{unused_port()}",
+        atlas={"timeout_seconds": 2, "max_retries": 0},
+        poll={"interval_seconds": 60},
+    )
+    daemon.wait_for_line(is_event("poll_cycle_finished"))
+    with hold_a_scrape_open(url):
+        stopping = time.monotonic()
+        daemon.popen.send_signal(signal.SIGTERM)
+        daemon.wait_for_line(is_event("stopping"))
+        assert daemon.popen.poll() is None, "shutdown was over before the second signal"
+        daemon.popen.send_signal(second)
+        exit_code = daemon.popen.wait(timeout=10)
+    stopped_after = time.monotonic() - stopping
+
+    lines = daemon.all_output()
+    assert exit_code == 0, lines
+    assert stopped_after < 10
+    assert_clean_shutdown(lines, "SIGTERM")
+
+
+@pytest.mark.parametrize(
+    "second", [signal.SIGTERM, signal.SIGINT], ids=["then-SIGTERM", "then-SIGINT"]
+)
+def test_a_second_signal_after_stopped_is_logged_still_exits_0(
+    tmp_path: Path, children: Callable[..., Process], second: signal.Signals
+) -> None:
+    """The last moments of a shutdown: `stopped` is logged, the interpreter is winding
+    down. A supervisor or an impatient Ctrl-C repeating the signal now must not turn a
+    clean stop into death by signal (-15) or a KeyboardInterrupt (130).
+
+    (When the process has already exited, the second signal is not sent and this passes.)
+    """
+    daemon, _ = run_daemon(
+        tmp_path,
+        children,
+        f"http://127.0.0.1:{unused_port()}",
+        atlas={"timeout_seconds": 2, "max_retries": 0},
+        poll={"interval_seconds": 60},
+    )
+    daemon.wait_for_line(is_event("poll_cycle_finished"))
+    daemon.popen.send_signal(signal.SIGTERM)
+    daemon.wait_for_line(is_event("stopped"))
+    daemon.popen.send_signal(second)  # a no-op if it has exited meanwhile
+    exit_code = daemon.popen.wait(timeout=10)
+
+    lines = daemon.all_output()
+    assert exit_code == 0, f"exit {exit_code} after a second {second.name}; output: {lines}"
+    assert_clean_shutdown(lines, "SIGTERM")
