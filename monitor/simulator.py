@@ -924,10 +924,14 @@ class Simulator:
         return response
 
     def _take_fault(self, key: EndpointKey, method: str) -> Fault | None:
-        for armed in self._faults.get(key, ()):
-            if method in armed.fault.methods and armed.remaining != 0:
+        armed_faults = self._faults.get(key, [])
+        for index, armed in enumerate(armed_faults):
+            if method in armed.fault.methods:
                 if armed.remaining is not None:
                     armed.remaining -= 1
+                    if armed.remaining == 0:
+                        # Used up: forgotten, so faults added for hours do not pile up.
+                        del armed_faults[index]
                 return armed.fault
         return None
 
