@@ -242,6 +242,7 @@ class AtlasClient:
         timeout_seconds: float,
         max_retries: int,
         max_connections: int = 8,
+        max_requests_per_minute: int | None = None,
         observer: RequestObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
@@ -259,6 +260,9 @@ class AtlasClient:
         self._first_exchange_done: asyncio.Event | None = None
         self._project_pauses: dict[str, float] = {}
         """Project (group) id -> monotonic time before which no request for it is sent."""
+        self._spacing = 60.0 / max_requests_per_minute if max_requests_per_minute else 0.0
+        self._next_slots: dict[str, float] = {}
+        """Project (group) id -> monotonic time its next request may start, when paced."""
 
     def __repr__(self) -> str:
         return f"AtlasClient(api_url={self._api_url!r}, public_key={self._public_key!r})"
@@ -353,6 +357,7 @@ class AtlasClient:
                     await self._first_exchange_done.wait()
                 if not waited_out_429:
                     await self._respect_project_pause(method, path)
+                await self._pace(path)
                 return await self._exchange(method, path, json_body)
             except _TRANSIENT_ERRORS as error:
                 throttled = isinstance(error, AtlasRateLimitedError)
@@ -380,6 +385,18 @@ class AtlasClient:
         if until > self._project_pauses.get(group_id, 0.0):
             self._project_pauses[group_id] = until
             log.warning("atlas_project_throttled", group_id=group_id, pause_seconds=pause)
+
+    async def _pace(self, path: str) -> None:
+        """Space the project's requests evenly, so a cycle of many endpoints in one project
+        reaches Atlas as a steady trickle under its limit instead of a burst that earns 429s."""
+        if not self._spacing:
+            return
+        group_id = _project_of(path)
+        now = time.monotonic()
+        slot = max(now, self._next_slots.get(group_id, now))
+        self._next_slots[group_id] = slot + self._spacing
+        if slot > now:
+            await self._sleep(slot - now)
 
     async def _respect_project_pause(self, method: str, path: str) -> None:
         """Wait out the project's pause, or fail at once if it is longer than a poll waits."""

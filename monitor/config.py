@@ -102,9 +102,18 @@ class AtlasSettings(_Section):
         return value
 
 
+# Atlas documented 100 requests per minute per project for its Administration API; its
+# limits are now token buckets per endpoint set, without one published number, so this is a
+# conservative default that the 429 handling backs up.
+DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
+
+
 class PollSettings(_Section):
     interval_seconds: float = Field(default=60.0, gt=0)
     concurrency: int = Field(default=8, gt=0, le=1000)
+    max_requests_per_minute: int | None = Field(default=DEFAULT_MAX_REQUESTS_PER_MINUTE, gt=0)
+    """Per project (group_id): its requests start at least 60/this seconds apart; null = no
+    pacing."""
 
 
 class ServerSettings(_Section):

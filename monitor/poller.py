@@ -116,6 +116,7 @@ def build_client(settings: Settings, observer: RequestObserver | None = None) ->
         timeout_seconds=atlas.timeout_seconds,
         max_retries=atlas.max_retries,
         max_connections=settings.config.poll.concurrency,
+        max_requests_per_minute=settings.config.poll.max_requests_per_minute,
         observer=observer,
     )
 

@@ -83,10 +83,11 @@ def endpoint_id(number: int) -> str:
 def settings_for(base_url: str, **sections: Any) -> Settings:
     """Settings for a daemon pointed at ``base_url`` (a simulator), with test credentials.
 
-    Polling defaults to fast and unforgiving (no retries), as tests want it.
+    Polling defaults to fast and unforgiving (no retries, no pacing), as tests want it.
     """
     document = config_document(**sections)
     document.setdefault("atlas", {"timeout_seconds": 5, "max_retries": 0})
+    document["poll"] = {"max_requests_per_minute": None, **document.get("poll", {})}
     document.setdefault("server", {"host": "127.0.0.1", "port": 9479})
     config = parse_config(document, {BASE_URL_ENV: base_url})
     credentials = Credentials(PUBLIC_KEY, SecretStr(PRIVATE_KEY), "the test")

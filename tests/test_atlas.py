@@ -708,3 +708,32 @@ async def test_requests_queued_behind_the_first_exchange_wait_out_its_429(
         ("GET", ENDPOINT_ID): 2,
         ("GET", other.interface_endpoint_id): 1,
     }
+
+
+async def test_paced_requests_of_one_project_are_spaced_and_other_projects_are_not(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    other = EndpointRef("6a1f3c9e2b7d4f0a8c5e1d3b", PRIVATE_LINK_ID, ENDPOINT_ID)
+    other_url = f"{BASE}/api/atlas/v1.0{other.path}"
+    atlas.get(ENDPOINT_URL, payload=endpoint_body(), repeat=True)
+    atlas.get(other_url, payload=endpoint_body(), repeat=True)
+    async with make_client(max_requests_per_minute=60) as client:
+        for _ in range(3):
+            await client.get_interface_endpoint(REF)
+        await client.get_interface_endpoint(other)
+
+    # A fake sleep lets no time pass, so each wait is the whole distance to its slot.
+    assert [round(delay, 1) for delay in sleeps.delays] == [1.0, 2.0]
+    assert calls(atlas, "GET", ENDPOINT_URL) == 3
+    assert calls(atlas, "GET", other_url) == 1
+
+
+async def test_without_a_limit_nothing_is_paced(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    atlas.get(ENDPOINT_URL, payload=endpoint_body(), repeat=True)
+    async with make_client(max_requests_per_minute=None) as client:
+        for _ in range(3):
+            await client.get_interface_endpoint(REF)
+
+    assert sleeps.delays == []

@@ -317,7 +317,7 @@ def start_demo_daemon(
         _, atlas_url = simulator_process()
         document = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
         document["atlas"]["base_url"] = atlas_url
-        document["poll"].update(poll)
+        document["poll"].update({"max_requests_per_minute": None, **poll})
         document["server"]["port"] = unused_port()
         process = Process(["run", "--config", str(write_config(document))], subprocess_env())
         started.append(process)
@@ -409,7 +409,7 @@ def test_sighup_reloads_the_config_file_and_keeps_it_when_the_new_one_is_invalid
     document = yaml.safe_load(DEMO_CONFIG.read_text(encoding="utf-8"))
     every_endpoint = document["endpoints"]
     document["atlas"]["base_url"] = atlas_url
-    document["poll"]["interval_seconds"] = 0.5
+    document["poll"].update(interval_seconds=0.5, max_requests_per_minute=None)
     document["server"]["port"] = unused_port()
     document["endpoints"] = every_endpoint[:1]
     path = write_config(document)

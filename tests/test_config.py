@@ -39,6 +39,7 @@ def test_minimal_config_gets_contract_defaults() -> None:
     assert config.atlas.max_retries == 3
     assert config.poll.interval_seconds == 60
     assert config.poll.concurrency == 8
+    assert config.poll.max_requests_per_minute == 100
     assert (config.server.host, config.server.port) == ("0.0.0.0", DEFAULT_PORT)
     assert (config.log.level, config.log.format) == ("info", "json")
     assert not config.add_missing.enabled
@@ -97,6 +98,10 @@ def test_minimal_config_gets_contract_defaults() -> None:
         (
             config_document(poll={"concurrency": 0}),
             "poll.concurrency: Input should be greater than 0",
+        ),
+        (
+            config_document(poll={"max_requests_per_minute": 0}),
+            "poll.max_requests_per_minute: Input should be greater than 0",
         ),
         (
             config_document(atlas={"timeout_seconds": 0}),

@@ -171,7 +171,7 @@ def test_a_signal_while_requests_are_in_flight_cancels_the_cycle_and_exits_0(
         children,
         atlas_url,
         atlas={"timeout_seconds": 4 * SLOW_SECONDS, "max_retries": 0},
-        poll={"interval_seconds": 60, "concurrency": 2},
+        poll={"interval_seconds": 60, "concurrency": 2, "max_requests_per_minute": None},
         endpoints=entries,
     )
     # The simulator counts a GET when it starts delaying it, so the cycle's first poll is
@@ -202,7 +202,7 @@ def test_sigterm_during_retry_back_off_exits_0_and_until_then_the_daemon_is_live
         children,
         f"http://127.0.0.1:{unused_port()}",
         atlas={"timeout_seconds": 2, "max_retries": 10},
-        poll={"interval_seconds": 60, "concurrency": 2},
+        poll={"interval_seconds": 60, "concurrency": 2, "max_requests_per_minute": None},
         endpoints=entries,
     )
     # The first retry's back-off is under 0.5 s, but the nine after it add up to minutes.
@@ -239,7 +239,7 @@ def test_a_completed_cycle_makes_the_daemon_ready_even_when_every_poll_failed(
         children,
         f"http://127.0.0.1:{unused_port()}",
         atlas={"timeout_seconds": 2, "max_retries": 0},
-        poll={"interval_seconds": 60, "concurrency": 2},
+        poll={"interval_seconds": 60, "concurrency": 2, "max_requests_per_minute": None},
         endpoints=entries,
     )
     finished = json.loads(daemon.wait_for_line(is_event("poll_cycle_finished")))
@@ -295,7 +295,7 @@ def test_a_second_signal_during_shutdown_is_ignored_and_the_exit_is_still_0(
         children,
         f"http://127.0.0.1:{unused_port()}",
         atlas={"timeout_seconds": 2, "max_retries": 0},
-        poll={"interval_seconds": 60},
+        poll={"interval_seconds": 60, "max_requests_per_minute": None},
     )
     daemon.wait_for_line(is_event("poll_cycle_finished"))
     with hold_a_scrape_open(url):
@@ -330,7 +330,7 @@ def test_a_second_signal_after_stopped_is_logged_still_exits_0(
         children,
         f"http://127.0.0.1:{unused_port()}",
         atlas={"timeout_seconds": 2, "max_retries": 0},
-        poll={"interval_seconds": 60},
+        poll={"interval_seconds": 60, "max_requests_per_minute": None},
     )
     daemon.wait_for_line(is_event("poll_cycle_finished"))
     daemon.popen.send_signal(signal.SIGTERM)

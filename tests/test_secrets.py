@@ -183,7 +183,11 @@ def daemon_config(atlas_url: str, log_format: str) -> dict[str, Any]:
     """Debug logging, one retry, short timeouts, and every troubled endpoint."""
     return config_document(
         atlas={"base_url": atlas_url, "timeout_seconds": TIMEOUT_SECONDS, "max_retries": 1},
-        poll={"interval_seconds": 0.3, "concurrency": len(TROUBLE)},
+        poll={
+            "interval_seconds": 0.3,
+            "concurrency": len(TROUBLE),
+            "max_requests_per_minute": None,
+        },
         server={"host": "127.0.0.1", "port": unused_port()},
         log={"level": "debug", "format": log_format},
         alerts={"unreachable_after_failures": 2},
@@ -463,7 +467,7 @@ def healthy_config(shared: Path, atlas_url: str) -> Path:
         shared / "config.yaml",
         config_document(
             atlas={"base_url": atlas_url, "max_retries": 0},
-            poll={"interval_seconds": 60},
+            poll={"interval_seconds": 60, "max_requests_per_minute": None},
             server={"host": "127.0.0.1", "port": unused_port()},
             log={"level": "debug"},
             endpoints=HEALTHY,
