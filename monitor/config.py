@@ -6,6 +6,7 @@ each as ``field.path: what is wrong``, and the private key can never end up in a
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import stat
@@ -164,8 +165,9 @@ class EndpointConfig(_Section):
                 raise ValueError(f"{label!r} is set by the exporter itself; choose another name")
         return labels
 
-    @property
+    @functools.cached_property
     def ref(self) -> EndpointRef:
+        """Cached: every poll and every scrape looks endpoints up by it."""
         return EndpointRef(self.group_id, self.private_link_id, self.interface_endpoint_id)
 
     @property

@@ -14,6 +14,7 @@ from typing import cast
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -23,7 +24,6 @@ from monitor.atlas import ConnectionStatus, EndpointRef
 from monitor.config import EndpointConfig
 from monitor.state import EndpointState
 
-ENDPOINT_LABELS = ("group_id", "private_link_id", "interface_endpoint_id")
 ADD_RESULTS = ("added", "dry_run", "failed")
 OPENMETRICS_EOF = b"# EOF\n"
 
@@ -35,17 +35,13 @@ Snapshot = Sequence[tuple[EndpointConfig, EndpointState | None]]
 class _Family:
     name: str
     documentation: str
-    extra_labels: tuple[str, ...] = ()
-    with_user_labels: bool = False
-    """The config's ``labels`` go on this family only (_info), as Prometheus advises."""
 
 
-# One entry per per-endpoint family; endpoint_samples() fills them in this order.
+# One entry per per-endpoint family, in the order they are rendered.
 ENDPOINT_FAMILIES = (
     _Family(
         "atlas_interface_endpoint_status",
         "Connection status as a state set: 1 for the current status, 0 for the others.",
-        ("status",),
     ),
     _Family("atlas_interface_endpoint_up", "1 if the last poll got a valid answer."),
     _Family("atlas_interface_endpoint_error", "1 if Atlas reports an errorMessage."),
@@ -61,26 +57,22 @@ ENDPOINT_FAMILIES = (
     _Family(
         "atlas_interface_endpoint_info",
         "Names and user labels of each configured endpoint; always 1.",
-        ("name",),
-        with_user_labels=True,
     ),
     _Family(
         "atlas_interface_endpoint_alert_firing",
         "1 while the monitor's alert of this name is firing for the endpoint, else 0.",
-        ("alert",),
     ),
 )
 _STATUS, _UP, _ERROR, _DELETE_REQUESTED, _SINCE, _LAST_SUCCESS, _INFO, _ALERT_FIRING = range(
     len(ENDPOINT_FAMILIES)
 )
 CONFIGURED = _Family("atlas_monitor_endpoints_configured", "Endpoints in the configuration.")
+_STATUSES = tuple((status, status.value) for status in ConnectionStatus)
+_ALERTS = tuple((alert, alert.value) for alert in AlertName)
 
 _go_float = cast(Callable[[float], str], floatToGoString)
 _openmetrics_latest = cast(Callable[[CollectorRegistry], bytes], openmetrics.generate_latest)
 """How prometheus_client writes sample values (untyped upstream)."""
-
-Samples = list[list[tuple[list[str], float]]]
-"""Per family of ENDPOINT_FAMILIES: the label values and the value of each sample."""
 
 
 def user_labels_of(snapshot: Snapshot) -> tuple[str, ...]:
@@ -88,154 +80,182 @@ def user_labels_of(snapshot: Snapshot) -> tuple[str, ...]:
     return tuple(sorted({label for endpoint, _ in snapshot for label in endpoint.labels}))
 
 
-def endpoint_samples(
-    endpoint: EndpointConfig, state: EndpointState | None, user_labels: Sequence[str]
-) -> Samples:
-    """The samples of one endpoint: status series only once Atlas gave a status, every
-    endpoint named on _info and its alerts listed, and nothing once it leaves the config."""
-    ids = [endpoint.group_id, endpoint.private_link_id, endpoint.interface_endpoint_id]
-    samples: Samples = [[] for _ in ENDPOINT_FAMILIES]
-    names = [endpoint.display_name, *(endpoint.labels.get(key, "") for key in user_labels)]
-    samples[_INFO].append(([*ids, *names], 1))
-    samples[_UP].append((ids, 1 if state is not None and state.up else 0))
-    for alert in AlertName:
-        firing = state is not None and alert in state.firing
-        samples[_ALERT_FIRING].append(([*ids, alert.value], 1 if firing else 0))
-    if state is None:
-        return samples
-    if state.last_success is not None:
-        samples[_LAST_SUCCESS].append((ids, state.last_success))
-    if state.status is None:
-        return samples
-    for candidate in ConnectionStatus:
-        samples[_STATUS].append(([*ids, candidate.value], 1 if candidate is state.status else 0))
-    samples[_ERROR].append((ids, 1 if state.error_message is not None else 0))
-    samples[_DELETE_REQUESTED].append((ids, 1 if state.delete_requested else 0))
-    if state.status_since is not None:
-        samples[_SINCE].append((ids, state.status_since))
-    return samples
-
-
-def _label_names(family: _Family, user_labels: Sequence[str]) -> list[str]:
-    names = [*ENDPOINT_LABELS, *family.extra_labels]
-    return [*names, *user_labels] if family.with_user_labels else names
-
-
-class EndpointCollector(Collector):
-    """Yields the ``atlas_interface_endpoint_*`` families from ``snapshot()``, for the
-    registry API (``get_sample_value``, tests); /metrics renders them with
-    ``EndpointExposition``, from the same ``endpoint_samples``.
-    """
-
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
-        self._snapshot = snapshot
-
-    def describe(self) -> Iterator[Metric]:
-        # Names only: registering must not read a state table that may not exist yet.
-        yield from self._families(user_labels=())
-
-    def collect(self) -> Iterator[Metric]:
-        snapshot = self._snapshot()
-        user_labels = user_labels_of(snapshot)
-        *families, configured = self._families(user_labels)
-        configured.add_metric([], len(snapshot))
-        for endpoint, state in snapshot:
-            for family, samples in zip(
-                families, endpoint_samples(endpoint, state, user_labels), strict=True
-            ):
-                for labels, value in samples:
-                    family.add_metric(labels, value)
-        yield from families
-        yield configured
-
-    @staticmethod
-    def _families(user_labels: Sequence[str]) -> list[GaugeMetricFamily]:
-        return [
-            *(
-                GaugeMetricFamily(
-                    family.name, family.documentation, labels=_label_names(family, user_labels)
-                )
-                for family in ENDPOINT_FAMILIES
-            ),
-            GaugeMetricFamily(CONFIGURED.name, CONFIGURED.documentation),
-        ]
-
-
 class EndpointExposition:
-    """The endpoint families as exposition text, re-rendered only for the endpoints whose
-    config or state changed since the last scrape.
+    """The endpoint families as exposition text: what /metrics serves, and (parsed back) what
+    the registry's EndpointCollector reports, so both always agree.
 
-    States are immutable and replaced on every poll, so "changed" is an identity check. At
-    10,000 endpoints a full render through prometheus_client takes far longer than a scrape
-    should; a scrape during a poll cycle re-renders only the endpoints polled since the last
-    one. The text is the same in the Prometheus and the OpenMetrics format (gauges only).
+    Each endpoint's lines are written from a template holding everything but the values
+    (built once per config), and kept until its state object changes: states are immutable
+    and replaced on every poll, so "changed" is an identity check. A scrape during a cycle
+    renders only the endpoints polled since the last one and joins the rest as they were.
+    The text is the same in the Prometheus and the OpenMetrics format (gauges only).
     """
 
     def __init__(self) -> None:
         self._cache: dict[EndpointRef, _RenderedEndpoint] = {}
 
-    def render(self, snapshot: Snapshot) -> bytes:
+    def render(self, snapshot: Snapshot) -> list[bytes]:
+        """The families' text, one chunk per family (each a few MB at 10,000 endpoints)."""
         user_labels = user_labels_of(snapshot)
         rendered: dict[EndpointRef, _RenderedEndpoint] = {}
         lines: list[list[bytes]] = [[] for _ in ENDPOINT_FAMILIES]
         for endpoint, state in snapshot:
             cached = self._cache.get(endpoint.ref)
             if cached is None or not cached.shows(endpoint, state, user_labels):
-                cached = _RenderedEndpoint.of(endpoint, state, user_labels)
+                cached = _RenderedEndpoint.of(endpoint, state, user_labels, cached)
             rendered[endpoint.ref] = cached
             for family_lines, text in zip(lines, cached.texts, strict=True):
                 family_lines.append(text)
         self._cache = rendered
-        parts = []
-        for family, family_lines in zip(ENDPOINT_FAMILIES, lines, strict=True):
-            parts.append(_header(family))
-            parts.extend(family_lines)
-        parts.append(_header(CONFIGURED))
-        parts.append(f"{CONFIGURED.name} {_go_float(len(snapshot))}\n".encode())
-        return b"".join(parts)
+        chunks = [
+            _header(family) + b"".join(family_lines)
+            for family, family_lines in zip(ENDPOINT_FAMILIES, lines, strict=True)
+        ]
+        configured = f"{CONFIGURED.name} {_go_float(len(snapshot))}\n".encode()
+        chunks.append(_header(CONFIGURED) + configured)
+        return chunks
+
+
+class _Template:
+    """One endpoint's sample lines up to the value: its labels never change with its state."""
+
+    def __init__(self, endpoint: EndpointConfig, user_labels: tuple[str, ...]) -> None:
+        ids = (
+            f'group_id="{_escape(endpoint.group_id)}",'
+            f'private_link_id="{_escape(endpoint.private_link_id)}",'
+            f'interface_endpoint_id="{_escape(endpoint.interface_endpoint_id)}"'
+        )
+        names = [family.name for family in ENDPOINT_FAMILIES]
+        self.endpoint = endpoint
+        self.user_labels = user_labels
+        self._status_prefixes = {
+            status: f'{names[_STATUS]}{{{ids},status="{value}"}} ' for status, value in _STATUSES
+        }
+        self._alert_prefixes = {
+            alert: f'{names[_ALERT_FIRING]}{{{ids},alert="{value}"}} ' for alert, value in _ALERTS
+        }
+        # Status and alert lines depend on few possible values: written once, then reused.
+        self._status_lines: dict[ConnectionStatus, bytes] = {}
+        self._alert_lines: dict[frozenset[AlertName], bytes] = {}
+        self._up = _both_lines(f"{names[_UP]}{{{ids}}} ")
+        self._error = _both_lines(f"{names[_ERROR]}{{{ids}}} ")
+        self._delete_requested = _both_lines(f"{names[_DELETE_REQUESTED]}{{{ids}}} ")
+        self._since = f"{names[_SINCE]}{{{ids}}} "
+        self._last_success = f"{names[_LAST_SUCCESS]}{{{ids}}} "
+        user_pairs = "".join(
+            f',{key}="{_escape(endpoint.labels.get(key, ""))}"' for key in user_labels
+        )
+        name = _escape(endpoint.display_name)
+        self._info = f'{names[_INFO]}{{{ids},name="{name}"{user_pairs}}} 1.0\n'.encode()
+
+    def lines(self, state: EndpointState | None) -> tuple[bytes, ...]:
+        """The endpoint's lines per family of ENDPOINT_FAMILIES.
+
+        Every endpoint is named on _info and has its up and alert series; the last success
+        needs one; status, error, deleteRequested and status age need a status from Atlas
+        (none before the first answer, nor while Atlas answers 404).
+        """
+        texts = [b""] * len(ENDPOINT_FAMILIES)
+        texts[_INFO] = self._info
+        if state is None:
+            texts[_UP] = self._up[False]
+            texts[_ALERT_FIRING] = self._alerts(frozenset())
+            return tuple(texts)
+        texts[_UP] = self._up[state.up]
+        texts[_ALERT_FIRING] = self._alerts(frozenset(state.firing))
+        if state.last_success is not None:
+            texts[_LAST_SUCCESS] = f"{self._last_success}{_go_float(state.last_success)}\n".encode()
+        if state.status is None:
+            return tuple(texts)
+        texts[_STATUS] = self._status(state.status)
+        texts[_ERROR] = self._error[state.error_message is not None]
+        texts[_DELETE_REQUESTED] = self._delete_requested[state.delete_requested]
+        if state.status_since is not None:
+            texts[_SINCE] = f"{self._since}{_go_float(state.status_since)}\n".encode()
+        return tuple(texts)
+
+    def _status(self, current: ConnectionStatus) -> bytes:
+        text = self._status_lines.get(current)
+        if text is None:
+            text = "".join(
+                _flag(prefix, status is current) for status, prefix in self._status_prefixes.items()
+            ).encode()
+            self._status_lines[current] = text
+        return text
+
+    def _alerts(self, firing: frozenset[AlertName]) -> bytes:
+        text = self._alert_lines.get(firing)
+        if text is None:
+            text = "".join(
+                _flag(prefix, alert in firing) for alert, prefix in self._alert_prefixes.items()
+            ).encode()
+            self._alert_lines[firing] = text
+        return text
 
 
 @dataclass(frozen=True)
 class _RenderedEndpoint:
-    endpoint: EndpointConfig
+    template: _Template
     state: EndpointState | None
-    user_labels: tuple[str, ...]
     texts: tuple[bytes, ...]
-    """The endpoint's sample lines, one chunk per family of ENDPOINT_FAMILIES."""
 
     @classmethod
     def of(
-        cls, endpoint: EndpointConfig, state: EndpointState | None, user_labels: tuple[str, ...]
+        cls,
+        endpoint: EndpointConfig,
+        state: EndpointState | None,
+        user_labels: tuple[str, ...],
+        previous: _RenderedEndpoint | None,
     ) -> _RenderedEndpoint:
-        texts = tuple(
-            "".join(
-                _sample_line(family.name, label_names, labels, value) for labels, value in samples
-            ).encode()
-            for family, label_names, samples in zip(
-                ENDPOINT_FAMILIES,
-                (_label_names(family, user_labels) for family in ENDPOINT_FAMILIES),
-                endpoint_samples(endpoint, state, user_labels),
-                strict=True,
-            )
-        )
-        return cls(endpoint, state, user_labels, texts)
+        template = previous.template if previous is not None else None
+        if (
+            template is None
+            or template.endpoint is not endpoint
+            or template.user_labels != user_labels
+        ):
+            template = _Template(endpoint, user_labels)
+        return cls(template, state, template.lines(state))
 
     def shows(
         self, endpoint: EndpointConfig, state: EndpointState | None, user_labels: tuple[str, ...]
     ) -> bool:
-        return self.endpoint is endpoint and self.state is state and self.user_labels == user_labels
+        template = self.template
+        return (
+            self.state is state
+            and template.endpoint is endpoint
+            and template.user_labels == user_labels
+        )
+
+
+def _flag(prefix: str, value: bool) -> str:
+    return f"{prefix}{'1.0' if value else '0.0'}\n"
+
+
+def _both_lines(prefix: str) -> tuple[bytes, bytes]:
+    """The line for a 0/1 gauge, indexed by the bool: (0 line, 1 line)."""
+    return _flag(prefix, False).encode(), _flag(prefix, True).encode()
+
+
+class EndpointCollector(Collector):
+    """The endpoint families for the registry API (``get_sample_value``, prometheus_client
+    tooling), parsed back from what ``EndpointExposition`` serves."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterator[Metric]:
+        # Names only: registering must not read a state table that may not exist yet.
+        for family in (*ENDPOINT_FAMILIES, CONFIGURED):
+            yield GaugeMetricFamily(family.name, family.documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        text = b"".join(EndpointExposition().render(self._snapshot())).decode()
+        yield from text_string_to_metric_families(text)
 
 
 def _header(family: _Family) -> bytes:
     documentation = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
     return f"# HELP {family.name} {documentation}\n# TYPE {family.name} gauge\n".encode()
-
-
-def _sample_line(name: str, label_names: Sequence[str], labels: Sequence[str], value: float) -> str:
-    pairs = ",".join(
-        f'{label}="{_escape(text)}"' for label, text in zip(label_names, labels, strict=True)
-    )
-    return f"{name}{{{pairs}}} {_go_float(value)}\n"
 
 
 def _escape(text: str) -> str:
@@ -347,13 +367,14 @@ class MonitorMetrics:
         self.registry.register(EndpointCollector(snapshot))
         self._snapshot = snapshot
 
-    def render(self, *, openmetrics: bool = False) -> bytes:
-        """The whole exposition, in the Prometheus text format or OpenMetrics."""
+    def render(self, *, openmetrics: bool = False) -> list[bytes]:
+        """The whole exposition, in the Prometheus text format or OpenMetrics, as chunks to
+        be sent one after the other (never joined: at 10,000 endpoints that is 30 MB)."""
         endpoints = self._exposition.render(self._snapshot())
         if not openmetrics:
-            return generate_latest(self._own) + endpoints
+            return [generate_latest(self._own), *endpoints]
         own = _openmetrics_latest(self._own)
-        return own.removesuffix(OPENMETRICS_EOF) + endpoints + OPENMETRICS_EOF
+        return [own.removesuffix(OPENMETRICS_EOF), *endpoints, OPENMETRICS_EOF]
 
 
 class _OptionalGauge(Collector):

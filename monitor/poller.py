@@ -280,6 +280,10 @@ class PollScheduler:
         """Stop scheduling, cancel the cycle in flight and wait for it to unwind."""
         # APScheduler shuts down on a later loop iteration; no cycle may start meanwhile.
         self._stopping = True
+        # A cycle job APScheduler has just created but not yet started would be cancelled
+        # by its shutdown before reaching our code, and logged as a failed job: let it start
+        # and see _stopping first.
+        await asyncio.sleep(0)
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
         cycle = self._running_cycle

@@ -9,6 +9,7 @@ import contextlib
 import html
 import signal
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable
 
 import structlog
@@ -24,6 +25,11 @@ from monitor.poller import Monitor, PollScheduler, build_client
 log = structlog.get_logger(__name__)
 
 MONITOR = web.AppKey("monitor", Monitor)
+
+# Level 1 compresses the repetitive exposition text nearly as well as the default 6, in
+# half the time; 31 = a gzip header and trailer around the deflate stream.
+GZIP_LEVEL = 1
+GZIP_WBITS = 31
 
 SettingsLoader = Callable[[], Settings]
 """Reads the settings afresh, for a reload; raises ConfigError."""
@@ -179,14 +185,42 @@ async def _reload(request: web.Request) -> web.Response:
     return web.Response(text="config reloaded\n")
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    """Renders the state table as it is now; never waits for, or calls, Atlas."""
+async def _metrics(request: web.Request) -> web.StreamResponse:
+    """Renders the state table as it is now; never waits for, or calls, Atlas.
+
+    At 10,000 endpoints the text is about 30 MB, so it goes out family by family, never
+    joined, and gzip (which Prometheus asks for) runs at level 1 in a worker thread: zlib
+    releases the GIL, so polling goes on meanwhile.
+    """
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")
-    body = request.app[MONITOR].metrics.render(openmetrics=openmetrics)
-    response = web.Response(body=body, headers={"Content-Type": content_type})
-    response.enable_compression()
+    chunks = request.app[MONITOR].metrics.render(openmetrics=openmetrics)
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Vary": "Accept-Encoding"})
+    if not _accepts_gzip(request):
+        await response.prepare(request)
+        for chunk in chunks:
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    response.headers["Content-Encoding"] = "gzip"
+    await response.prepare(request)
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
+    loop = asyncio.get_running_loop()
+    for chunk in chunks:
+        compressed = await loop.run_in_executor(None, compressor.compress, chunk)
+        if compressed:
+            await response.write(compressed)
+    await response.write(compressor.flush())
+    await response.write_eof()
     return response
+
+
+def _accepts_gzip(request: web.Request) -> bool:
+    for coding in request.headers.get("Accept-Encoding", "").split(","):
+        name, _, params = coding.strip().partition(";")
+        if name.strip().lower() == "gzip":
+            return params.replace(" ", "") not in {"q=0", "q=0.0", "q=0.00", "q=0.000"}
+    return False
 
 
 async def _healthz(request: web.Request) -> web.Response:

@@ -500,6 +500,20 @@ def parsed(text: str, *, openmetrics: bool = False) -> dict[str, set[tuple[str, 
     }
 
 
+def serve(metrics: MonitorMetrics, *, openmetrics: bool = False) -> str:
+    return b"".join(metrics.render(openmetrics=openmetrics)).decode()
+
+
+def test_label_values_that_need_escaping_survive_the_official_parser(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.extend(varied_snapshot())
+
+    info = {**ids(), "name": 'quote " back \\ slash', "team": "a\nb", "env": ""}
+    assert metrics.registry.get_sample_value(INFO, info) == 1
+    assert list(openmetrics_parser.text_string_to_metric_families(serve(metrics, openmetrics=True)))
+
+
 def varied_snapshot() -> SnapshotList:
     """Every kind of endpoint row, with text that needs escaping."""
     return [
@@ -534,7 +548,7 @@ def test_render_serves_exactly_what_the_registry_holds(
         else prometheus_client.generate_latest(metrics.registry)
     )
 
-    served = metrics.render(openmetrics=openmetrics).decode()
+    served = serve(metrics, openmetrics=openmetrics)
 
     assert parsed(served, openmetrics=openmetrics) == parsed(
         reference.decode(), openmetrics=openmetrics
@@ -549,17 +563,17 @@ def test_render_re_renders_only_the_endpoints_whose_state_changed(
     snapshot.extend(varied_snapshot())
     metrics.render()
     rendered: list[str] = []
-    real = monitor_metrics.endpoint_samples
+    real = monitor_metrics._Template.lines
 
-    def counting(config: EndpointConfig, *args: Any) -> Any:
-        rendered.append(config.interface_endpoint_id)
-        return real(config, *args)
+    def counting(template: Any, endpoint_state: EndpointState | None) -> Any:
+        rendered.append(template.endpoint.interface_endpoint_id)
+        return real(template, endpoint_state)
 
-    monkeypatch.setattr(monitor_metrics, "endpoint_samples", counting)
+    monkeypatch.setattr(monitor_metrics._Template, "lines", counting)
 
-    unchanged = metrics.render()
+    unchanged = serve(metrics)
     snapshot[2] = (snapshot[2][0], state(status=ConnectionStatus.AVAILABLE))
-    changed = metrics.render().decode()
+    changed = serve(metrics)
 
     assert rendered == [THIRD_ENDPOINT_ID]
     assert unchanged != changed
@@ -573,7 +587,7 @@ def test_render_drops_removed_endpoints_and_follows_the_label_union(
     metrics.render()
 
     del snapshot[0]  # the only endpoint with a "team" label
-    served = metrics.render().decode()
+    served = serve(metrics)
 
     assert "team=" not in served
     assert f'interface_endpoint_id="{ENDPOINT_ID}"' not in served
