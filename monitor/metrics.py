@@ -26,6 +26,8 @@ from monitor.state import EndpointState
 
 ADD_RESULTS = ("added", "dry_run", "failed")
 OPENMETRICS_EOF = b"# EOF\n"
+# /metrics goes out in pieces of about this size, each compressed in turn.
+CHUNK_BYTES = 256 * 1024
 
 Snapshot = Sequence[tuple[EndpointConfig, EndpointState | None]]
 """Every configured endpoint with its state, or None before its first poll."""
@@ -95,7 +97,7 @@ class EndpointExposition:
         self._cache: dict[EndpointRef, _RenderedEndpoint] = {}
 
     def render(self, snapshot: Snapshot) -> list[bytes]:
-        """The families' text, one chunk per family (each a few MB at 10,000 endpoints)."""
+        """The families' text, in chunks of about CHUNK_BYTES: never one 30 MB body."""
         user_labels = user_labels_of(snapshot)
         rendered: dict[EndpointRef, _RenderedEndpoint] = {}
         lines: list[list[bytes]] = [[] for _ in ENDPOINT_FAMILIES]
@@ -107,13 +109,27 @@ class EndpointExposition:
             for family_lines, text in zip(lines, cached.texts, strict=True):
                 family_lines.append(text)
         self._cache = rendered
-        chunks = [
-            _header(family) + b"".join(family_lines)
-            for family, family_lines in zip(ENDPOINT_FAMILIES, lines, strict=True)
-        ]
+        chunks: list[bytes] = []
+        for family, family_lines in zip(ENDPOINT_FAMILIES, lines, strict=True):
+            chunks.append(_header(family))
+            chunks.extend(_batched(family_lines))
         configured = f"{CONFIGURED.name} {_go_float(len(snapshot))}\n".encode()
         chunks.append(_header(CONFIGURED) + configured)
         return chunks
+
+
+def _batched(pieces: list[bytes]) -> Iterator[bytes]:
+    """Runs of ``pieces`` joined into chunks of about CHUNK_BYTES."""
+    batch: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        batch.append(piece)
+        size += len(piece)
+        if size >= CHUNK_BYTES:
+            yield b"".join(batch)
+            batch, size = [], 0
+    if batch:
+        yield b"".join(batch)
 
 
 class _Template:
@@ -208,12 +224,15 @@ class _RenderedEndpoint:
         previous: _RenderedEndpoint | None,
     ) -> _RenderedEndpoint:
         template = previous.template if previous is not None else None
+        # After a reload every config object is new; an equal one keeps its template.
         if (
             template is None
-            or template.endpoint is not endpoint
             or template.user_labels != user_labels
+            or (template.endpoint is not endpoint and template.endpoint != endpoint)
         ):
             template = _Template(endpoint, user_labels)
+        else:
+            template.endpoint = endpoint
         return cls(template, state, template.lines(state))
 
     def shows(

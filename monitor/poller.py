@@ -152,6 +152,9 @@ class Monitor:
         metrics.poll_interval.set(config.poll.interval_seconds)
         metrics.config_loaded(clock())
         metrics.watch(self.snapshot)
+        # Writes every endpoint's exposition template now rather than in the first scrape,
+        # which at 10,000 endpoints would take a quarter of a second longer.
+        metrics.render()
 
     @property
     def ready(self) -> bool:
@@ -182,6 +185,7 @@ class Monitor:
         self.config = config
         self._watched = kept
         self.metrics.poll_interval.set(config.poll.interval_seconds)
+        self.metrics.render()  # templates for the new endpoints, as at start
 
     def state_of(self, endpoint: EndpointConfig) -> EndpointState | None:
         return self._states.get(endpoint.ref)
