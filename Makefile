@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit dashboard clean
+.PHONY: demo test lint typecheck unit dashboard bench clean
 
 demo: $(VENV)/.runtime-installed
 	$(BIN)/atlas-endpoint-monitor demo
@@ -38,6 +38,16 @@ $(VENV)/.runtime-installed: pyproject.toml | $(BIN)/python
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.runtime-installed
+
+$(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@ $(VENV)/.dev-installed $(VENV)/.runtime-installed
+
+# Throughput, CPU, memory and /metrics latency of the daemon against the simulator, beside a
+# plain requests + threads poller (bench/poll.py; minutes, not part of `make test`).
+# Extra options: make bench BENCH_ARGS="--sizes 100,1000"
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/poll.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache dist build
