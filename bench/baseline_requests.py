@@ -40,10 +40,10 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import requests
+from host import cpu_ticks, proc_status_kib
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPDigestAuth
 
@@ -64,24 +64,6 @@ def ids_of(number: int, projects: int) -> tuple[str, str, str]:
     are dealt round-robin over ``projects`` projects, one private endpoint service each."""
     project = number % projects
     return f"{project + 1:024x}", f"{0x5E000000 + project:024x}", f"vpce-{number + 1:017x}"
-
-
-def vm_rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def cpu_ticks(pid: int | None) -> int | None:
-    """utime + stime of a process in clock ticks; None without a pid or once it is gone."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
 
 
 class Poller:
@@ -165,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "simulator_cpu_seconds": sim_cpu,
                     }
                 )
-        rss = vm_rss_kib()
+        rss = proc_status_kib("self", "VmRSS") or 0
     finally:
         poller.close()
     return {

@@ -72,7 +72,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import datetime
 import gzip
@@ -81,9 +80,6 @@ import importlib.metadata
 import itertools
 import json
 import math
-import os
-import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -97,6 +93,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+from host import (
+    code_revision,
+    cpu_seconds_of,
+    die_with_parent,
+    machine_description,
+    proc_status_kib,
+)
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import SecretStr
 
@@ -126,7 +129,6 @@ SAMPLE_EVERY = 0.1
 POLL_WORKER = "for_each_bounded.<locals>.worker"
 """The coroutine of ``monitor.poller.for_each_bounded``'s workers: they exist while a cycle
 runs, so their appearance marks a cycle's start."""
-PR_SET_PDEATHSIG = 1
 
 # Targets, judged at the largest N.
 MAX_STEADY_RATIO = 1.2
@@ -199,29 +201,6 @@ def daemon_settings(
 
 
 # --------------------------------------------------------------------------- /proc
-
-
-def proc_status_kib(pid: int | str, name: str) -> int | None:
-    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM), or None if the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return None
-
-
-def cpu_seconds_of(pid: int | None) -> float | None:
-    """utime + stime of a process, in seconds; None without a pid or once it is gone."""
-    if pid is None:
-        return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- daemon worker
@@ -529,12 +508,6 @@ async def spread_worker(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- children
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the bench dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class Simulator:
     """``python -m monitor simulate`` on a free port, as a child process."""
 
@@ -563,7 +536,7 @@ class Simulator:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         self.url = self._wait_started()
 
@@ -607,7 +580,7 @@ def run_child(command: Sequence[str], log_path: Path) -> dict[str, Any]:
             stderr=log_file,
             timeout=WORKER_TIMEOUT,
             check=False,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     lines = done.stdout.decode("utf-8", "replace").strip().splitlines()
     if done.returncode != 0 or not lines:
@@ -687,41 +660,6 @@ def row_from(result: dict[str, Any], latency: float) -> Row:
 
 def _mib(kib: int | None) -> float | None:
     return None if kib is None else kib / 1024
-
-
-def _git(*args: str) -> str:
-    # A fixed git command on this checkout; nothing comes from outside.
-    done = subprocess.run(  # noqa: S603
-        ["git", "-C", str(BENCH_DIR.parent), *args],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
-def code_revision() -> str:
-    try:
-        head = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--", "monitor")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"git {head}" + (", monitor/ has uncommitted changes" if dirty else ", monitor/ clean")
-
-
-def machine_description() -> str:
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for text in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if text.startswith("model name"):
-                model = text.partition(":")[2].strip()
-                break
-    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (
-        f"nproc {len(os.sched_getaffinity(0))} ({model}), {platform.system()} "
-        f"{platform.release()} {platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}, load average {load}"
-    )
 
 
 def requests_version() -> str:

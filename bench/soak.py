@@ -64,17 +64,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import gc
 import json
 import os
-import platform
 import random
 import re
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -86,6 +83,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
+from host import code_revision, cpu_ticks, die_with_parent, machine_description, proc_status_kib
 from pydantic import SecretStr
 
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
@@ -117,7 +115,6 @@ SCRAPE_ACCEPT = (
 SIMULATOR_START_TIMEOUT = 30.0
 CHILD_STOP_TIMEOUT = 10.0
 CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=10)
-PR_SET_PDEATHSIG = 1
 
 
 # --------------------------------------------------------------------------- the fleet
@@ -460,27 +457,6 @@ async def scrape(
 # --------------------------------------------------------------------------- sampling
 
 
-def proc_status_kib(pid: int | str, name: str) -> int | None:
-    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM), or None if the process is gone."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split()[1])
-    return None
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of a process, in clock ticks, or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
-    except OSError:
-        return None
-    return int(fields[11]) + int(fields[12])
-
-
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -695,12 +671,6 @@ async def sample(
 # --------------------------------------------------------------------------- the simulator
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the bench dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 async def start_simulator(
     services: contextlib.AsyncExitStack,
     scenario: Path,
@@ -732,7 +702,7 @@ async def start_simulator(
             env=env,
             # Ctrl-C reaches the bench only, which then stops the child in order.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     services.push_async_callback(stop_child, process)
     deadline = time.monotonic() + SIMULATOR_START_TIMEOUT
@@ -1006,39 +976,6 @@ def summarize(
 
 
 # --------------------------------------------------------------------------- main
-
-
-def _git(*args: str) -> str:
-    root = Path(__file__).resolve().parent.parent
-    command = ["git", "-C", str(root), *args]
-    # A fixed git command on this checkout; nothing comes from outside.
-    done = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
-    return done.stdout.strip()
-
-
-def code_revision() -> str:
-    """The checkout's commit and whether monitor/ has uncommitted changes, for the record."""
-    try:
-        head = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "--", "monitor")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return f"git {head}" + (", monitor/ has uncommitted changes" if dirty else ", monitor/ clean")
-
-
-def machine_description() -> str:
-    model = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for text in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if text.startswith("model name"):
-                model = text.partition(":")[2].strip()
-                break
-    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
-    return (
-        f"{platform.system()} {platform.release()} {platform.machine()}, "
-        f"nproc {len(os.sched_getaffinity(0))} ({model}), "
-        f"{platform.python_implementation()} {platform.python_version()}, load average {load}"
-    )
 
 
 async def soak(args: argparse.Namespace, out: TextIO) -> int:
