@@ -12,6 +12,7 @@ import os
 import platform
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
@@ -83,3 +84,12 @@ def machine_description() -> str:
         f"{platform.release()} {platform.machine()}, {platform.python_implementation()} "
         f"{platform.python_version()}, load average {load}"
     )
+
+
+def simulator_command(scenario: Path, public_key: str, private_key: str) -> list[str]:
+    """``python -m monitor simulate`` on a free 127.0.0.1 port (it announces the port in its
+    ``simulator_started`` line), on ``scenario``, accepting the given keys."""
+    return [
+        *(sys.executable, "-m", "monitor", "simulate", "--host", "127.0.0.1", "--port", "0"),
+        *("--scenario", str(scenario), "--public-key", public_key, "--private-key", private_key),
+    ]

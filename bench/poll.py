@@ -99,6 +99,7 @@ from host import (
     die_with_parent,
     machine_description,
     proc_status_kib,
+    simulator_command,
 )
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import SecretStr
@@ -516,22 +517,7 @@ class Simulator:
         with log_path.open("wb") as log_file:
             # A fixed command: this interpreter and the monitor package.
             self.process = subprocess.Popen(  # noqa: S603
-                [
-                    sys.executable,
-                    "-m",
-                    "monitor",
-                    "simulate",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    "0",
-                    "--scenario",
-                    str(scenario),
-                    "--public-key",
-                    PUBLIC_KEY,
-                    "--private-key",
-                    PRIVATE_KEY,
-                ],
+                simulator_command(scenario, PUBLIC_KEY, PRIVATE_KEY),
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

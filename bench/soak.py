@@ -83,7 +83,14 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
-from host import code_revision, cpu_ticks, die_with_parent, machine_description, proc_status_kib
+from host import (
+    code_revision,
+    cpu_ticks,
+    die_with_parent,
+    machine_description,
+    proc_status_kib,
+    simulator_command,
+)
 from pydantic import SecretStr
 
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
@@ -682,20 +689,7 @@ async def start_simulator(
     env = {key: value for key, value in os.environ.items() if not key.startswith("MONGODB_")}
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "monitor",
-            "simulate",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--scenario",
-            str(scenario),
-            "--public-key",
-            PUBLIC_KEY,
-            "--private-key",
-            PRIVATE_KEY,
+            *simulator_command(scenario, PUBLIC_KEY, PRIVATE_KEY),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
