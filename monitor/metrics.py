@@ -7,6 +7,7 @@ left in the state table, which is what Prometheus' exporter guidelines ask for.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -99,8 +100,13 @@ class EndpointExposition:
     def __init__(self) -> None:
         self._cache: dict[EndpointRef, _RenderedEndpoint] = {}
 
-    def render(self, snapshot: Snapshot) -> list[bytes]:
-        """The families' text, in chunks of about CHUNK_BYTES: never one 30 MB body."""
+    def render(self, snapshot: Snapshot) -> Iterator[bytes]:
+        """The families' text, in chunks of about CHUNK_BYTES.
+
+        The cache is brought up to date here and now; the chunks are joined only as the
+        returned iterator is consumed (by the thread that compresses them), so a scrape never
+        holds the whole 30 MB at once. What it joins are immutable bytes, safe in any thread.
+        """
         user_labels = user_labels_of(snapshot)
         rendered: dict[EndpointRef, _RenderedEndpoint] = {}
         lines: list[list[bytes]] = [[] for _ in ENDPOINT_FAMILIES]
@@ -112,13 +118,15 @@ class EndpointExposition:
             for family_lines, text in zip(lines, cached.texts, strict=True):
                 family_lines.append(text)
         self._cache = rendered
-        chunks: list[bytes] = []
-        for family, family_lines in zip(ENDPOINT_FAMILIES, lines, strict=True):
-            chunks.append(_header(family))
-            chunks.extend(_batched(family_lines))
         configured = f"{CONFIGURED.name} {_go_float(len(snapshot))}\n".encode()
-        chunks.append(_header(CONFIGURED) + configured)
-        return chunks
+        return _chunks(lines, _header(CONFIGURED) + configured)
+
+
+def _chunks(lines: list[list[bytes]], configured: bytes) -> Iterator[bytes]:
+    for family, family_lines in zip(ENDPOINT_FAMILIES, lines, strict=True):
+        yield _header(family)
+        yield from _batched(family_lines)
+    yield configured
 
 
 def _batched(pieces: list[bytes]) -> Iterator[bytes]:
@@ -376,14 +384,14 @@ class MonitorMetrics:
         self.registry.register(EndpointCollector(snapshot))
         self._snapshot = snapshot
 
-    def render(self, *, openmetrics: bool = False) -> list[bytes]:
+    def render(self, *, openmetrics: bool = False) -> Iterator[bytes]:
         """The whole exposition, in the Prometheus text format or OpenMetrics, as chunks to
         be sent one after the other (never joined: at 10,000 endpoints that is 30 MB)."""
         endpoints = self._exposition.render(self._snapshot())
         if not openmetrics:
-            return [generate_latest(self._own), *endpoints]
+            return itertools.chain([generate_latest(self._own)], endpoints)
         own = _openmetrics_latest(self._own)
-        return [own.removesuffix(OPENMETRICS_EOF), *endpoints, OPENMETRICS_EOF]
+        return itertools.chain([own.removesuffix(OPENMETRICS_EOF)], endpoints, [OPENMETRICS_EOF])
 
 
 class _OptionalGauge(Collector):

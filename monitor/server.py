@@ -10,7 +10,7 @@ import html
 import signal
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import structlog
 from aiohttp import web
@@ -212,7 +212,7 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _gzip(chunks: list[bytes]) -> bytes:
+def _gzip(chunks: Iterable[bytes]) -> bytes:
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
     return b"".join([*map(compressor.compress, chunks), compressor.flush()])
 
