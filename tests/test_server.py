@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
@@ -39,6 +41,10 @@ async def fetch(url: str, **headers: str) -> tuple[int, str, str]:
 async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     status, _, text = await fetch(f"{url}/metrics")
     assert status == 200
+    return scraped(text)
+
+
+def scraped(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)
@@ -117,6 +123,40 @@ async def test_openmetrics_when_asked_for_gzip_when_accepted_and_no_timestamps(
     ]
     assert samples
     assert all(sample.timestamp is None for sample in samples)
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "gzipped"),
+    [
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("deflate, br", False),
+        ("deflate, gzip;q=0.5", True),
+        ("GZIP", True),
+    ],
+)
+async def test_metrics_are_gzipped_exactly_when_the_scraper_accepts_gzip(
+    start_simulator: StartSimulator,
+    start_daemon: StartDaemon,
+    accept_encoding: str,
+    gzipped: bool,
+) -> None:
+    _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY]))
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
+
+    async with (
+        aiohttp.ClientSession(auto_decompress=False) as session,
+        session.get(
+            f"{daemon.url}/metrics", headers={"Accept-Encoding": accept_encoding}
+        ) as response,
+    ):
+        encoding = response.headers.get("Content-Encoding")
+        body = await response.read()
+
+    text = (gzip.decompress(body) if gzipped else body).decode()
+    assert encoding == ("gzip" if gzipped else None)
+    assert value(scraped(text), "atlas_interface_endpoint_up", **ids_of(HEALTHY)) == 1
 
 
 async def test_readyz_waits_for_the_first_cycle_healthz_does_not(
