@@ -380,7 +380,7 @@ class AtlasClient:
         group_id = _project_of(path)
         pause = getattr(error, "retry_after", None)
         if pause is None:
-            pause = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
+            pause = _backoff_ceiling(attempt)
         until = time.monotonic() + pause
         if until > self._project_pauses.get(group_id, 0.0):
             self._project_pauses[group_id] = until
@@ -421,8 +421,7 @@ class AtlasClient:
 
     async def _back_off(self, method: str, path: str, attempt: int, error: AtlasError) -> None:
         """Full jitter (AWS architecture blog), but never sooner than Atlas' Retry-After."""
-        ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-        delay = self._jitter() * ceiling
+        delay = self._jitter() * _backoff_ceiling(attempt)
         retry_after = getattr(error, "retry_after", None)
         if retry_after is not None:
             delay = max(delay, min(retry_after, MAX_RETRY_AFTER_SECONDS))
@@ -591,6 +590,11 @@ def _endpoint_from(document: object, ref: EndpointRef, method: str) -> Interface
             path=path,
         )
     return endpoint
+
+
+def _backoff_ceiling(attempt: int) -> float:
+    """The longest back-off before retry ``attempt + 1``: exponential from 0.5 s, capped."""
+    return min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2.0**attempt)
 
 
 def _project_of(path: str) -> str:
