@@ -152,9 +152,7 @@ class Monitor:
         metrics.poll_interval.set(config.poll.interval_seconds)
         metrics.config_loaded(clock())
         metrics.watch(self.snapshot)
-        # Writes every endpoint's exposition template now rather than in the first scrape,
-        # which at 10,000 endpoints would take a quarter of a second longer.
-        metrics.render()
+        metrics.prepare()
 
     @property
     def ready(self) -> bool:
@@ -185,7 +183,7 @@ class Monitor:
         self.config = config
         self._watched = kept
         self.metrics.poll_interval.set(config.poll.interval_seconds)
-        self.metrics.render()  # templates for the new endpoints, as at start
+        self.metrics.prepare()
 
     def state_of(self, endpoint: EndpointConfig) -> EndpointState | None:
         return self._states.get(endpoint.ref)

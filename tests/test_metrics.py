@@ -562,20 +562,22 @@ def test_render_re_renders_only_the_endpoints_whose_state_changed(
 ) -> None:
     snapshot.extend(varied_snapshot())
     metrics.render()
-    rendered: list[str] = []
+    rendered: list[EndpointState | None] = []
     real = monitor_metrics._Template.lines
 
     def counting(template: Any, endpoint_state: EndpointState | None) -> Any:
-        rendered.append(template.endpoint.interface_endpoint_id)
+        rendered.append(endpoint_state)
         return real(template, endpoint_state)
 
     monkeypatch.setattr(monitor_metrics._Template, "lines", counting)
 
     unchanged = serve(metrics)
-    snapshot[2] = (snapshot[2][0], state(status=ConnectionStatus.AVAILABLE))
+    new_state = state(status=ConnectionStatus.AVAILABLE)
+    snapshot[2] = (snapshot[2][0], new_state)
     changed = serve(metrics)
 
-    assert rendered == [THIRD_ENDPOINT_ID]
+    assert rendered == [new_state]
+    assert snapshot[2][0].interface_endpoint_id == THIRD_ENDPOINT_ID
     assert unchanged != changed
     assert parsed(changed) == parsed(prometheus_client.generate_latest(metrics.registry).decode())
 
