@@ -847,7 +847,7 @@ def _query_flag(request: web.Request, name: str) -> bool:
 
 
 # Set by the v2 middleware once the Accept header named a known version.
-_MEDIA_TYPE_KEY = "atlas_simulator_media_type"
+_MEDIA_TYPE_KEY = web.RequestKey("atlas_simulator_media_type", str)
 
 
 def _json_response(
