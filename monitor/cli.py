@@ -127,7 +127,7 @@ def _log_as_configured(settings: Settings, stream: TextIO | None = None) -> None
         settings.config.log.level,
         settings.config.log.format,
         stream=stream,
-        secrets=[settings.credentials.private_key.get_secret_value()],
+        secrets=[settings.credentials.secret.get_secret_value()],
     )
     for warning in settings.credentials.warnings:
         log.warning("config_warning", problem=warning)
@@ -157,8 +157,7 @@ def _check(args: argparse.Namespace) -> int:
         f"  poll:         every {config.poll.interval_seconds:g} s, "
         f"{config.poll.concurrency} at a time\n"
         f"  server:       {config.server.host}:{config.server.port}\n"
-        f"  credentials:  public key {settings.credentials.public_key}, private key from "
-        f"{settings.credentials.private_key_source}"
+        f"  credentials:  {settings.credentials.describe()}"
     )
     for warning in settings.credentials.warnings:
         print(f"warning: {warning}", file=sys.stderr)

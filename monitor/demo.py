@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import SecretStr
 
-from monitor.atlas import API_ROOT
+from monitor.atlas import API_ROOT, ApiKey
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack, serve_until_stopped
 from monitor.server import start_daemon
@@ -28,7 +28,7 @@ def demo_settings(simulator_url: str, port: int | None = None) -> Settings:
     if port is not None:
         raw["server"]["port"] = port
     config = parse_config(raw, {BASE_URL_ENV: simulator_url})
-    credentials = Credentials(DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), "the demo")
+    credentials = Credentials(ApiKey(DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY)), "the demo")
     return Settings(config=config, credentials=credentials, source=Path(str(source)))
 
 
