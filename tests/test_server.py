@@ -79,7 +79,12 @@ async def test_metrics_show_the_state_set_of_every_endpoint(
         assert value(samples, "atlas_interface_endpoint_error", **ids) == 0
         assert value(samples, "atlas_interface_endpoint_delete_requested", **ids) == 0
     info = value(
-        samples, "atlas_interface_endpoint_info", **ids_of(HEALTHY), name="orders", env="prod"
+        samples,
+        "atlas_interface_endpoint_info",
+        **ids_of(HEALTHY),
+        cloud_provider="AWS",
+        name="orders",
+        env="prod",
     )
     assert info == 1
     assert value(samples, "atlas_monitor_alerts_total", alert="rejected") == 1
