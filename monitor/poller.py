@@ -197,6 +197,8 @@ def _discovered_endpoint(
             private_link_id=service_id,
             cloud_provider=provider,
             interface_endpoint_id=endpoint_id,
+            # An Azure id is a resource path; its last segment is the name people know.
+            name=endpoint_id.rsplit("/", 1)[-1] if provider is CloudProvider.AZURE else None,
             labels=entry.labels,
         )
     except ValidationError as error:
