@@ -38,18 +38,40 @@ DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 JOIN = "job, instance, group_id, private_link_id, interface_endpoint_id"
 # The endpoints the template variables select; every per-endpoint query is restricted to them.
 SELECTED = (
-    'atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id", $label=~"$label_value"}'
+    'atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id", '
+    'cloud_provider=~"$cloud_provider", $label=~"$label_value"}'
+)
+# The labels that identify one monitor's view of one endpoint service (Atlas API v2), and the
+# services the variables select (endpoint services have no name or user labels).
+SERVICE_JOIN = "job, instance, group_id, private_link_id, cloud_provider"
+SERVICES_SELECTED = (
+    'atlas_endpoint_service_info{job=~"$job", group_id=~"$group_id", '
+    'cloud_provider=~"$cloud_provider"}'
 )
 
-# Status -> (number used by the state timeline, colour). The order is Atlas' lifecycle.
+# Endpoint status -> (number used by the state timeline, colour), for every provider (AWS
+# NONE, PENDING_ACCEPTANCE, PENDING; Azure and GCP INITIATING; GCP VERIFIED). The order is
+# Atlas' lifecycle: blue/yellow on the way, green there, red failed, orange going away.
 STATUSES: dict[str, tuple[int, str]] = {
     "NONE": (1, "blue"),
     "PENDING_ACCEPTANCE": (2, "yellow"),
     "PENDING": (3, "yellow"),
-    "AVAILABLE": (4, "green"),
-    "REJECTED": (5, "red"),
-    "DELETING": (6, "orange"),
-    "UNKNOWN": (7, "purple"),
+    "INITIATING": (4, "yellow"),
+    "VERIFIED": (5, "light-yellow"),
+    "AVAILABLE": (6, "green"),
+    "REJECTED": (7, "red"),
+    "FAILED": (8, "red"),
+    "DELETING": (9, "orange"),
+    "UNKNOWN": (10, "purple"),
+}
+# Endpoint service status (Atlas API v2) -> (number, colour), as for endpoints.
+SERVICE_STATUSES: dict[str, tuple[int, str]] = {
+    "INITIATING": (1, "yellow"),
+    "WAITING_FOR_USER": (2, "blue"),
+    "AVAILABLE": (3, "green"),
+    "FAILED": (4, "red"),
+    "DELETING": (5, "orange"),
+    "UNKNOWN": (6, "purple"),
 }
 
 
@@ -66,15 +88,24 @@ def with_name(expr: str) -> str:
     return f"{expr}\n* on ({JOIN}) group_left (name)\n{SELECTED}"
 
 
-def status_number() -> str:
-    """The current status of each endpoint as the number in STATUSES.
+def only_selected_services(expr: str) -> str:
+    """``expr`` (per-service series) restricted to the selected endpoint services."""
+    return f"{expr}\nand on ({SERVICE_JOIN})\n{SERVICES_SELECTED}"
+
+
+def status_number(
+    metric: str = "atlas_interface_endpoint_status",
+    statuses: dict[str, tuple[int, str]] = STATUSES,
+) -> str:
+    """The current status of each endpoint (or service) as the number in ``statuses``.
 
     The state set has exactly one series at 1, so the sum of ``series * number`` is the number
-    of the current status.
+    of the current status. Each provider exports only its own statuses; the others' terms
+    are simply empty for it.
     """
     terms = "\n  or ".join(
-        f'(atlas_interface_endpoint_status{{job=~"$job", status="{status}"}} * {number})'
-        for status, (number, _) in STATUSES.items()
+        f'({metric}{{job=~"$job", status="{status}"}} * {number})'
+        for status, (number, _) in statuses.items()
     )
     return f"sum without (status) (\n  {terms}\n)"
 
@@ -221,7 +252,7 @@ def at_a_glance() -> list[dash.Row | dash.Panel | stat.Panel]:
         .overrides(status_colours),
         stat_panel(
             "Firing alerts",
-            "Selected endpoints for which each of the daemon's alerts (rejected, "
+            "Selected endpoints for which each of the daemon's alerts (rejected, failed, "
             "error_message, not_found, unreachable, stuck) is firing now.",
             6,
         )
@@ -300,8 +331,9 @@ def endpoints() -> list[dash.Row | statetimeline.Panel | table.Panel]:
         statetimeline.Panel()
         .title("Status over time")
         .description(
-            "The connection status Atlas reported for each selected endpoint over time; "
-            "gaps mean Atlas had no status to give (not polled yet, or 404)."
+            "The connection status Atlas reported for each selected endpoint over time "
+            "(AWS, Azure and GCP statuses alike); gaps mean Atlas had no status to give "
+            "(not polled yet, or 404)."
         )
         .datasource(DATASOURCE)
         .span(24)
@@ -323,16 +355,19 @@ def endpoints() -> list[dash.Row | statetimeline.Panel | table.Panel]:
         table.Panel()
         .title("Endpoints")
         .description(
-            "One row per selected endpoint: its current status, whether Atlas reports an "
-            "errorMessage, whether the last poll got an answer, and how long it has been in "
-            "its status."
+            "One row per selected endpoint: its cloud provider, current status, whether Atlas "
+            "reports an errorMessage, whether the last poll got an answer, and how long it "
+            "has been in its status."
         )
         .datasource(DATASOURCE)
         .span(24)
         .height(10)
         .with_target(
             query(
-                f"max by ({JOIN}, name) (\n{SELECTED}\n)", ref_id="A", instant=True, as_table=True
+                f"max by ({JOIN}, cloud_provider, name) (\n{SELECTED}\n)",
+                ref_id="A",
+                instant=True,
+                as_table=True,
             )
         )
         .with_target(
@@ -394,12 +429,13 @@ def endpoints() -> list[dash.Row | statetimeline.Panel | table.Panel]:
                     },
                     "indexByName": {
                         "name": 0,
-                        "group_id": 1,
-                        "interface_endpoint_id": 2,
-                        "status": 3,
-                        "Value #C": 4,
-                        "Value #D": 5,
-                        "Value #E": 6,
+                        "cloud_provider": 1,
+                        "group_id": 2,
+                        "interface_endpoint_id": 3,
+                        "status": 4,
+                        "Value #C": 5,
+                        "Value #D": 6,
+                        "Value #E": 7,
                     },
                     "renameByName": {
                         "Value #C": "error",
@@ -451,6 +487,178 @@ def endpoints() -> list[dash.Row | statetimeline.Panel | table.Panel]:
         .footer(common_builder.TableFooterOptions().show(False))
     )
     return [dash.Row("Endpoints"), timeline, overview]
+
+
+def endpoint_services() -> list[dash.Row | statetimeline.Panel | table.Panel]:
+    """Atlas' side of each private link (API v2 only; a v1.0 monitor exports no such series)."""
+    timeline = (
+        statetimeline.Panel()
+        .title("Endpoint service status over time")
+        .description(
+            "The status Atlas reported for each selected endpoint service (Atlas' side of the "
+            "private link, per cloud provider and region; Atlas API v2 only) over time. A "
+            "FAILED service takes every endpoint behind it down."
+        )
+        .datasource(DATASOURCE)
+        .span(24)
+        .height(8)
+        .with_target(
+            query(
+                status_number("atlas_endpoint_service_status", SERVICE_STATUSES)
+                + f"\n* on ({SERVICE_JOIN}) group_left (region)\n{SERVICES_SELECTED}",
+                "{{cloud_provider}} {{region}} {{private_link_id}}",
+            )
+        )
+        .mappings(
+            [
+                value_map(
+                    {
+                        str(number): (status, color)
+                        for status, (number, color) in SERVICE_STATUSES.items()
+                    }
+                )
+            ]
+        )
+        .color_scheme(fixed_color("text"))
+        .show_value(common.VisibilityMode.AUTO)
+        .merge_values(True)
+        .row_height(0.9)
+        .line_width(0)
+        .fill_opacity(80)
+        .align_value(common.TimelineValueAlignment.LEFT)
+        .legend(legend_list())
+        .tooltip(common_builder.VizTooltipOptions().mode(common.TooltipDisplayMode.SINGLE))
+    )
+    overview = (
+        table.Panel()
+        .title("Endpoint services")
+        .description(
+            "One row per selected endpoint service: cloud provider, region, project, service "
+            "id, its current status, whether Atlas reports an errorMessage for it (the text is "
+            "in the monitor's log) and whether the last poll got an answer."
+        )
+        .datasource(DATASOURCE)
+        .span(24)
+        .height(8)
+        .with_target(
+            query(
+                f"max by ({SERVICE_JOIN}, region) (\n{SERVICES_SELECTED}\n)",
+                ref_id="A",
+                instant=True,
+                as_table=True,
+            )
+        )
+        .with_target(
+            query(
+                f"max by ({SERVICE_JOIN}, status) (\n"
+                + only_selected_services('atlas_endpoint_service_status{job=~"$job"} == 1')
+                + "\n)",
+                ref_id="B",
+                instant=True,
+                as_table=True,
+            )
+        )
+        .with_target(
+            query(
+                f"max by ({SERVICE_JOIN}) (\n"
+                + only_selected_services('atlas_endpoint_service_error{job=~"$job"}')
+                + "\n)",
+                ref_id="C",
+                instant=True,
+                as_table=True,
+            )
+        )
+        .with_target(
+            query(
+                f"max by ({SERVICE_JOIN}) (\n"
+                + only_selected_services('atlas_endpoint_service_up{job=~"$job"}')
+                + "\n)",
+                ref_id="D",
+                instant=True,
+                as_table=True,
+            )
+        )
+        # As in the Endpoints table: the instant queries share job, instance, the ids and the
+        # provider, so merge makes one row per service.
+        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(
+            model.DataTransformerConfig(
+                id_val="organize",
+                options={
+                    "excludeByName": {
+                        "Time": True,
+                        "Value #A": True,
+                        "Value #B": True,
+                        "instance": True,
+                        "job": True,
+                    },
+                    "indexByName": {
+                        "cloud_provider": 0,
+                        "region": 1,
+                        "group_id": 2,
+                        "private_link_id": 3,
+                        "status": 4,
+                        "Value #C": 5,
+                        "Value #D": 6,
+                    },
+                    "renameByName": {
+                        "private_link_id": "endpoint service",
+                        "Value #C": "error",
+                        "Value #D": "up",
+                    },
+                },
+            )
+        )
+        .override_by_name(
+            "status",
+            [
+                model.DynamicConfigValue(
+                    id_val="mappings",
+                    value=[
+                        value_map(
+                            {
+                                status: (status, color)
+                                for status, (_, color) in SERVICE_STATUSES.items()
+                            }
+                        )
+                    ],
+                ),
+                model.DynamicConfigValue(
+                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
+                ),
+            ],
+        )
+        .override_by_name(
+            "error",
+            [
+                model.DynamicConfigValue(
+                    id_val="mappings",
+                    value=[value_map({"0": ("no", "green"), "1": ("errorMessage", "red")})],
+                ),
+                model.DynamicConfigValue(
+                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
+                ),
+            ],
+        )
+        .override_by_name(
+            "up",
+            [
+                model.DynamicConfigValue(
+                    id_val="mappings",
+                    value=[value_map({"1": ("yes", "green"), "0": ("no", "red")})],
+                ),
+                model.DynamicConfigValue(
+                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
+                ),
+            ],
+        )
+        .sort_by(
+            [common_builder.TableSortByFieldState().display_name("cloud_provider").desc(False)]
+        )
+        .cell_height(common.TableCellHeight.SM)
+        .footer(common_builder.TableFooterOptions().show(False))
+    )
+    return [dash.Row("Endpoint services"), timeline, overview]
 
 
 def atlas_api() -> list[dash.Row | timeseries.Panel]:
@@ -584,6 +792,20 @@ def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
         .include_all(True)
         .multi(True)
         .current(every),
+        dash.QueryVariable("cloud_provider")
+        .label("Cloud provider")
+        .description("Cloud providers (AWS, AZURE, GCP) of the endpoints to show.")
+        .datasource(DATASOURCE)
+        .query(
+            'label_values(atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id"}, '
+            "cloud_provider)"
+        )
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+        .include_all(True)
+        .all_value(".*")
+        .multi(True)
+        .current(every),
         dash.QueryVariable("label")
         .label("Filter by")
         .description(
@@ -592,7 +814,10 @@ def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
         )
         .datasource(DATASOURCE)
         .query('label_names(atlas_interface_endpoint_info{job=~"$job"})')
-        .regex("/^(?!(__name__|job|instance|group_id|private_link_id|interface_endpoint_id)$).+/")
+        .regex(
+            "/^(?!(__name__|job|instance|group_id|private_link_id|interface_endpoint_id"
+            "|cloud_provider)$).+/"
+        )
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
         .include_all(False)
@@ -603,8 +828,8 @@ def variables() -> list[dash.DatasourceVariable | dash.QueryVariable]:
         .description("The values of the chosen label to show; All includes endpoints without it.")
         .datasource(DATASOURCE)
         .query(
-            'label_values(atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id"}, '
-            "$label)"
+            'label_values(atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id", '
+            'cloud_provider=~"$cloud_provider"}, $label)'
         )
         .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
         .sort(model.VariableSort.ALPHABETICAL_ASC)
@@ -620,7 +845,8 @@ def build() -> model.Dashboard:
         dash.Dashboard(TITLE)
         .uid(UID)
         .description(
-            "MongoDB Atlas AWS PrivateLink interface endpoints as seen by atlas-endpoint-monitor."
+            "MongoDB Atlas private endpoints (AWS PrivateLink, Azure Private Link, GCP Private "
+            "Service Connect) and their endpoint services as seen by atlas-endpoint-monitor."
         )
         .tags(["atlas", "mongodb", "privatelink", "atlas-endpoint-monitor"])
         .refresh("30s")
@@ -646,7 +872,7 @@ def build() -> model.Dashboard:
     )
     for variable in variables():
         board = board.with_variable(variable)
-    for item in [*at_a_glance(), *endpoints(), *atlas_api()]:
+    for item in [*at_a_glance(), *endpoints(), *endpoint_services(), *atlas_api()]:
         board = board.with_row(item) if isinstance(item, dash.Row) else board.with_panel(item)
     result = board.build()
     # The SDK leaves panel ids unset (rows get 0); Grafana wants them unique.

@@ -26,7 +26,12 @@ DASHBOARDS_MOUNT = "/var/lib/grafana/dashboards"
 README = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/README.md"
 REGENERATE = "run `python grafana/dashboard.py --write` and commit the result"
 SELECTED = (
-    'atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id", $label=~"$label_value"}'
+    'atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id", '
+    'cloud_provider=~"$cloud_provider", $label=~"$label_value"}'
+)
+SERVICES_SELECTED = (
+    'atlas_endpoint_service_info{job=~"$job", group_id=~"$group_id", '
+    'cloud_provider=~"$cloud_provider"}'
 )
 
 # Title -> (panel type, row it sits in).
@@ -38,13 +43,28 @@ PANELS = {
     "Endpoints answering": ("stat", "At a glance"),
     "Status over time": ("state-timeline", "Endpoints"),
     "Endpoints": ("table", "Endpoints"),
+    "Endpoint service status over time": ("state-timeline", "Endpoint services"),
+    "Endpoint services": ("table", "Endpoint services"),
     "Requests by code": ("timeseries", "Atlas API"),
     "Request latency": ("timeseries", "Atlas API"),
     "Poll cycle duration": ("timeseries", "Atlas API"),
     "Alerts emitted": ("timeseries", "Atlas API"),
     "Endpoints added": ("timeseries", "Atlas API"),
 }
-STATUSES = ["NONE", "PENDING_ACCEPTANCE", "PENDING", "AVAILABLE", "REJECTED", "DELETING", "UNKNOWN"]
+# Every provider's endpoint statuses (AWS, then Azure's and GCP's own), and the services'.
+STATUSES = [
+    "NONE",
+    "PENDING_ACCEPTANCE",
+    "PENDING",
+    "INITIATING",
+    "VERIFIED",
+    "AVAILABLE",
+    "REJECTED",
+    "FAILED",
+    "DELETING",
+    "UNKNOWN",
+]
+SERVICE_STATUSES = ["INITIATING", "WAITING_FOR_USER", "AVAILABLE", "FAILED", "DELETING", "UNKNOWN"]
 
 
 def load_yaml(path: Path) -> Any:
@@ -125,11 +145,18 @@ def test_dashboard_identity(dashboard: dict[str, Any]) -> None:
 
 def test_template_variables(dashboard: dict[str, Any]) -> None:
     variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
-    assert list(variables) == ["datasource", "job", "group_id", "label", "label_value"]
+    assert list(variables) == [
+        "datasource",
+        "job",
+        "group_id",
+        "cloud_provider",
+        "label",
+        "label_value",
+    ]
 
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    for name in ("job", "group_id", "label", "label_value"):
+    for name in ("job", "group_id", "cloud_provider", "label", "label_value"):
         assert variables[name]["type"] == "query"
         assert variables[name]["datasource"]["uid"] == "${datasource}"
 
@@ -142,19 +169,37 @@ def test_template_variables(dashboard: dict[str, Any]) -> None:
     assert group["multi"] is True
     assert group["includeAll"] is True
 
+    provider = variables["cloud_provider"]
+    assert provider["query"] == (
+        'label_values(atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id"}, '
+        "cloud_provider)"
+    )
+    assert provider["multi"] is True
+    assert provider["includeAll"] is True
+    assert provider["allValue"] == ".*"
+
     label = variables["label"]
     assert "atlas_interface_endpoint_info" in label["query"]
     assert label["current"]["value"] == "name"
     assert label["multi"] is False
     assert label["includeAll"] is False
-    hidden = ["__name__", "job", "instance", "group_id", "private_link_id", "interface_endpoint_id"]
+    hidden = [
+        "__name__",
+        "job",
+        "instance",
+        "group_id",
+        "private_link_id",
+        "interface_endpoint_id",
+        "cloud_provider",
+    ]
     # Grafana applies the regex as a JavaScript one; this lookahead means the same in Python.
     pattern = re.compile(label["regex"].strip("/"))
     assert [name for name in [*hidden, "name", "env"] if pattern.search(name)] == ["name", "env"]
 
     value = variables["label_value"]
     assert value["query"] == (
-        'label_values(atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id"}, $label)'
+        'label_values(atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id", '
+        'cloud_provider=~"$cloud_provider"}, $label)'
     )
     assert value["multi"] is True
     assert value["includeAll"] is True
@@ -186,7 +231,7 @@ def test_expected_panels_exist_in_their_rows(dashboard: dict[str, Any]) -> None:
         assert title in found, f"panel {title!r} is missing"
         assert found[title] == (kind, expected_row), title
     rows = [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
-    assert rows == ["At a glance", "Endpoints", "Atlas API"]
+    assert rows == ["At a glance", "Endpoints", "Endpoint services", "Atlas API"]
 
 
 def test_panels_have_ids_descriptions_and_do_not_overlap(dashboard: dict[str, Any]) -> None:
@@ -217,6 +262,9 @@ def test_queries_follow_the_variables(dashboard: dict[str, Any]) -> None:
         # Every per-endpoint query is restricted to the endpoints the variables select.
         if "atlas_interface_endpoint_" in expr:
             assert SELECTED in expr, expr
+        # ... and every per-service query to the services of the selected projects/providers.
+        if "atlas_endpoint_service_" in expr:
+            assert SERVICES_SELECTED in expr, expr
         for window in re.findall(r"\[([^\]]*)\]", expr):
             assert window == "$__rate_interval", expr
 
@@ -235,6 +283,66 @@ def test_status_timeline_maps_numbers_back_to_statuses(dashboard: dict[str, Any]
     colors = {result["text"]: result["color"] for result in mapping["options"].values()}
     assert colors["AVAILABLE"] == "green"
     assert colors["REJECTED"] == "red"
+    assert colors["FAILED"] == "red"
+    for on_the_way in ("PENDING_ACCEPTANCE", "PENDING", "INITIATING", "VERIFIED"):
+        assert "yellow" in colors[on_the_way], on_the_way
+
+
+def test_endpoints_by_status_colours_every_status(dashboard: dict[str, Any]) -> None:
+    panel = by_title(dashboard)["Endpoints by status"]
+    coloured = {override["matcher"]["options"] for override in panel["fieldConfig"]["overrides"]}
+    assert coloured == set(STATUSES)
+
+
+def test_service_timeline_maps_numbers_back_to_statuses(dashboard: dict[str, Any]) -> None:
+    panel = by_title(dashboard)["Endpoint service status over time"]
+    (target,) = panel["targets"]
+    assert target["legendFormat"] == "{{cloud_provider}} {{region}} {{private_link_id}}"
+    assert "group_left (region)" in target["expr"]
+    (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+    texts = {value: result["text"] for value, result in mapping["options"].items()}
+    assert sorted(texts.values()) == sorted(SERVICE_STATUSES)
+    for status in SERVICE_STATUSES:
+        number = next(value for value, text in texts.items() if text == status)
+        assert (
+            f'atlas_endpoint_service_status{{job=~"$job", status="{status}"}} * {number})'
+            in (target["expr"])
+        ), status
+    colors = {result["text"]: result["color"] for result in mapping["options"].values()}
+    assert colors["AVAILABLE"] == "green"
+    assert colors["FAILED"] == "red"
+
+
+def test_endpoint_services_table(dashboard: dict[str, Any]) -> None:
+    panel = by_title(dashboard)["Endpoint services"]
+    for target in panel["targets"]:
+        assert target["instant"] is True
+        assert target["format"] == "table"
+    exprs = " ".join(target["expr"] for target in panel["targets"])
+    for metric in ("status", "error", "up", "info"):
+        assert f"atlas_endpoint_service_{metric}" in exprs, metric
+    assert [step["id"] for step in panel["transformations"]] == ["merge", "organize"]
+    organize = panel["transformations"][1]["options"]
+    shown = [
+        organize["renameByName"].get(name, name)
+        for name, _ in sorted(organize["indexByName"].items(), key=lambda item: item[1])
+    ]
+    assert shown == [
+        "cloud_provider",
+        "region",
+        "group_id",
+        "endpoint service",
+        "status",
+        "error",
+        "up",
+    ]
+    overrides = {
+        override["matcher"]["options"]: override for override in panel["fieldConfig"]["overrides"]
+    }
+    (status_mapping,) = next(
+        prop["value"] for prop in overrides["status"]["properties"] if prop["id"] == "mappings"
+    )
+    assert sorted(status_mapping["options"]) == sorted(SERVICE_STATUSES)
 
 
 def test_endpoints_table_merges_instant_table_queries(dashboard: dict[str, Any]) -> None:
@@ -250,6 +358,7 @@ def test_endpoints_table_merges_instant_table_queries(dashboard: dict[str, Any])
     ]
     assert shown == [
         "name",
+        "cloud_provider",
         "group_id",
         "interface_endpoint_id",
         "status",
