@@ -5,6 +5,10 @@ with a throwaway config and data dir, scraping the daemon every second and evalu
 repo's rule file. The simulator is scripted so that every rule's condition really holds:
 an expression that is misspelt, names a metric the daemon does not export, or joins on the
 wrong labels returns nothing and fails here.
+
+Two daemons share the simulator, as two monitors of one fleet would: one on the Atlas API
+v1.0 (the default; AWS only) and one on v2 with Azure and GCP endpoints and their endpoint
+services, which only v2 exports.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import aiohttp
 import pytest
 import yaml
 
-from monitor.simulator import Fault, Scenario, Simulator
+from monitor.simulator import Fault, Scenario, ScenarioEndpoint, ScenarioService, Simulator
 from tests.conftest import (
+    PRIVATE_LINK_ID,
     Process,
     RunningDaemon,
     StartDaemon,
@@ -46,6 +51,7 @@ DATA_TIMEOUT_SECONDS = 60
 GRAFANA_VARIABLES = {
     "job": JOB,
     "group_id": ".*",
+    "cloud_provider": ".*",
     "label": "name",
     "label_value": ".*",
     "__rate_interval": "1m",
@@ -67,6 +73,36 @@ FAILING = endpoint_entry(interface_endpoint_id=endpoint_id(6), name="failing")
 THROTTLED = endpoint_entry(interface_endpoint_id=endpoint_id(7), name="throttled")
 FORBIDDEN = endpoint_entry(interface_endpoint_id=endpoint_id(8), name="forbidden")
 ENDPOINTS = [HEALTHY, REJECTED, BROKEN, PENDING, MISSING, FAILING, THROTTLED, FORBIDDEN]
+
+# The v2 daemon's endpoints: one endpoint service per provider (the AWS one is the v1.0
+# endpoints' private link, which Atlas lists as an AWS endpoint service in v2).
+AZURE_SERVICE_ID = "65a1b2c3d4e5f60718293a5b"
+GCP_SERVICE_ID = "65a1b2c3d4e5f60718293a5c"
+AZURE_ID = (
+    "/subscriptions/0f7e2d1c-3b4a-4c5d-8e9f-a0b1c2d3e4f5/resourceGroups/payments-rg"
+    "/providers/Microsoft.Network/privateEndpoints/{name}"
+)
+AWS_V2 = endpoint_entry(interface_endpoint_id=endpoint_id(9), name="aws-v2")
+AZURE_HEALTHY = endpoint_entry(
+    private_link_id=AZURE_SERVICE_ID,
+    cloud_provider="AZURE",
+    interface_endpoint_id=AZURE_ID.format(name="payments-pe"),
+    name="azure-healthy",
+)
+AZURE_FAILED = endpoint_entry(
+    private_link_id=AZURE_SERVICE_ID,
+    cloud_provider="AZURE",
+    interface_endpoint_id=AZURE_ID.format(name="billing-pe"),
+    name="azure-failed",
+)
+GCP_VERIFIED = endpoint_entry(
+    private_link_id=GCP_SERVICE_ID,
+    cloud_provider="GCP",
+    interface_endpoint_id="analytics-psc",
+    name="gcp-verified",
+)
+V2_ENDPOINTS = [AWS_V2, AZURE_HEALTHY, AZURE_FAILED, GCP_VERIFIED]
+SERVICE_ERROR = "Private Service Connect quota exceeded in region CENTRAL_US"
 
 
 def expand(expression: str) -> str:
@@ -124,10 +160,19 @@ def prometheus_binary() -> str:
     return deployment_tool("prometheus", "prometheus")
 
 
+def simulated_v2(entry: dict[str, Any], **state: Any) -> ScenarioEndpoint:
+    """``simulated`` for an endpoint of any provider."""
+    return simulated(entry, cloud_provider=entry.get("cloud_provider", "AWS"), **state)
+
+
 @dataclass
 class Stack:
     simulator: Simulator
     daemon: RunningDaemon
+    v2_daemon: RunningDaemon
+
+    def targets(self) -> list[str]:
+        return [self.daemon.url.removeprefix("http://"), self.v2_daemon.url.removeprefix("http://")]
 
 
 @pytest.fixture
@@ -147,7 +192,33 @@ async def stack(start_simulator: StartSimulator, start_daemon: StartDaemon) -> S
                 simulated(FAILING, status="AVAILABLE", faults=[forever_500]),
                 simulated(THROTTLED, status="AVAILABLE", faults=[forever_429]),
                 simulated(FORBIDDEN, status="AVAILABLE", faults=[forever_403]),
-            ]
+                simulated_v2(AWS_V2, status="AVAILABLE"),
+                simulated_v2(AZURE_HEALTHY, status="AVAILABLE"),
+                simulated_v2(AZURE_FAILED, status="FAILED"),
+                simulated_v2(GCP_VERIFIED, status="VERIFIED"),
+            ],
+            endpoint_services=[
+                ScenarioService(
+                    group_id=HEALTHY["group_id"],
+                    id=PRIVATE_LINK_ID,
+                    cloud_provider="AWS",
+                    region="us-east-1",
+                ),
+                ScenarioService(
+                    group_id=HEALTHY["group_id"],
+                    id=AZURE_SERVICE_ID,
+                    cloud_provider="AZURE",
+                    region="US_EAST_2",
+                ),
+                ScenarioService(
+                    group_id=HEALTHY["group_id"],
+                    id=GCP_SERVICE_ID,
+                    cloud_provider="GCP",
+                    region="CENTRAL_US",
+                    status="FAILED",
+                    error_message=SERVICE_ERROR,
+                ),
+            ],
         )
     )
     settings = settings_for(
@@ -157,12 +228,19 @@ async def stack(start_simulator: StartSimulator, start_daemon: StartDaemon) -> S
         poll={"interval_seconds": 1, "concurrency": 4},
         alerts={"unreachable_after_failures": 1, "stuck_after_seconds": 1},
     )
-    return Stack(simulator, await start_daemon(settings))
+    v2_settings = settings_for(
+        url,
+        endpoints=V2_ENDPOINTS,
+        atlas={"api_version": "v2", "timeout_seconds": 15, "max_retries": 0},
+        poll={"interval_seconds": 1, "concurrency": 4},
+        alerts={"unreachable_after_failures": 1, "stuck_after_seconds": 1},
+    )
+    return Stack(simulator, await start_daemon(settings), await start_daemon(v2_settings))
 
 
 @pytest.fixture
 async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
-    """Prometheus scraping the daemon, plus a target nobody serves (a monitor that is down)."""
+    """Prometheus scraping the daemons, plus a target nobody serves (a monitor that is down)."""
     port = unused_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -174,12 +252,7 @@ async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> As
                     {
                         "job_name": JOB,
                         "static_configs": [
-                            {
-                                "targets": [
-                                    stack.daemon.url.removeprefix("http://"),
-                                    f"127.0.0.1:{unused_port()}",
-                                ]
-                            }
+                            {"targets": [*stack.targets(), f"127.0.0.1:{unused_port()}"]}
                         ],
                     }
                 ],
@@ -233,7 +306,7 @@ async def wait_for_data(
     raise AssertionError(f"no data within {DATA_TIMEOUT_SECONDS} s from {silent}")
 
 
-async def test_every_dashboard_and_rule_query_returns_data_and_the_rejected_rule_fires(
+async def test_every_dashboard_and_rule_query_returns_data_and_the_endpoint_rules_fire(
     prometheus: str, stack: Stack
 ) -> None:
     expressions = {**dashboard_expressions(), **rule_expressions()}
@@ -242,9 +315,20 @@ async def test_every_dashboard_and_rule_query_returns_data_and_the_rejected_rule
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         answered = await wait_for_data(session, prometheus, expressions)
-        for name, variable in variables.items():
-            assert await variable_options(session, prometheus, variable), name
+        options = {
+            name: await variable_options(session, prometheus, variable)
+            for name, variable in variables.items()
+        }
         firing = await wait_for_alert(session, prometheus, "AtlasEndpointRejected")
+        failed = await wait_for_alert(session, prometheus, "AtlasEndpointFailed")
+        service_failed = await wait_for_alert(session, prometheus, "AtlasEndpointServiceFailed")
+        # The daemon's stuck alert covers GCP's VERIFIED as well as AWS' PENDING_ACCEPTANCE
+        # (the rule's first answer may hold only the one that got stuck first).
+        stuck_gcp = await wait_for_data(
+            session,
+            prometheus,
+            {"stuck GCP": 'ALERTS{alertname="AtlasEndpointStuckPending", cloud_provider="GCP"}'},
+        )
 
         # Stale last: one answer slower than 3 poll intervals holds up the cycle, so the
         # last-cycle timestamp stops moving while /metrics keeps being served.
@@ -252,14 +336,39 @@ async def test_every_dashboard_and_rule_query_returns_data_and_the_rejected_rule
         stack.simulator.add_fault(**ids_of(HEALTHY), fault=slow)
         await wait_for_data(session, prometheus, {"rule AtlasMonitorStale": stale})
 
+    for name, offered in options.items():
+        assert offered, name
+    assert options["cloud_provider"] == {"AWS", "AZURE", "GCP"}
+
     rejected_names = {item["metric"].get("name") for item in answered["rule AtlasEndpointRejected"]}
     assert rejected_names == {"rejected"}
     assert firing["labels"]["interface_endpoint_id"] == REJECTED["interface_endpoint_id"]
     assert firing["labels"]["severity"] == "critical"
-    down = answered["rule AtlasMonitorDown"]
-    assert stack.daemon.url.removeprefix("http://") not in {
-        item["metric"]["instance"] for item in down
+    assert firing["labels"]["cloud_provider"] == "AWS"
+
+    assert names_in(answered["rule AtlasEndpointFailed"]) == {("azure-failed", "AZURE")}
+    assert failed["labels"]["interface_endpoint_id"] == AZURE_FAILED["interface_endpoint_id"]
+    assert failed["labels"]["severity"] == "critical"
+    assert names_in(answered["rule AtlasEndpointStuckPending"]) <= {
+        ("pending", "AWS"),
+        ("gcp-verified", "GCP"),
     }
+    assert names_in(stuck_gcp["stuck GCP"]) == {("gcp-verified", "GCP")}
+    for rule in ("AtlasEndpointServiceFailed", "AtlasEndpointServiceErrorMessage"):
+        (service,) = answered[f"rule {rule}"]
+        assert service["metric"]["private_link_id"] == GCP_SERVICE_ID, rule
+        assert service["metric"]["cloud_provider"] == "GCP", rule
+        assert service["metric"]["region"] == "CENTRAL_US", rule
+    assert service_failed["labels"]["severity"] == "critical"
+    assert service_failed["labels"]["private_link_id"] == GCP_SERVICE_ID
+
+    down = answered["rule AtlasMonitorDown"]
+    assert not set(stack.targets()) & {item["metric"]["instance"] for item in down}
+
+
+def names_in(result: list[Any]) -> set[tuple[str, str]]:
+    """(name, cloud_provider) of every series of a per-endpoint rule's result."""
+    return {(item["metric"]["name"], item["metric"]["cloud_provider"]) for item in result}
 
 
 async def variable_options(
