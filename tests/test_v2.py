@@ -8,23 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 from structlog.testing import capture_logs
+from structlog.typing import EventDict
 
 from monitor.atlas import (
     ENDPOINT_STATUSES,
     SERVICE_STATUSES,
     CloudProvider,
+    ServiceAccount,
 )
-from monitor.config import Settings
+from monitor.config import Credentials, Settings
 from monitor.simulator import Scenario, ScenarioEndpoint, ScenarioService
 from tests.conftest import (
     GROUP_ID,
+    PRIVATE_KEY,
+    PUBLIC_KEY,
     RunningDaemon,
     StartDaemon,
     StartSimulator,
@@ -440,3 +446,285 @@ async def test_a_failed_endpoint_service_alerts_once_and_resolves_once(
     assert (
         value(recovered, "atlas_interface_endpoint_up", **endpoint_labels(service, endpoint)) == 1
     )
+
+
+# --- 4. discovery ----------------------------------------------------------------------
+
+
+async def drain_rate_limit(atlas_url: str, group_id: str, most: int) -> int:
+    """Use up the project's rate-limit bucket as another client of the project would;
+    returns how many requests it took to get a 429."""
+    assert atlas_url.startswith("http://127.0.0.1:")
+    url = f"{atlas_url}/api/atlas/v2/groups/{group_id}/privateEndpoint/GCP/endpointService"
+    digest = aiohttp.DigestAuthMiddleware(PUBLIC_KEY, PRIVATE_KEY, preemptive=True)
+    async with aiohttp.ClientSession(middlewares=(digest,)) as session:
+        for sent in range(1, most + 1):
+            async with session.get(url) as response:
+                if response.status == 429:
+                    return sent
+                assert response.status == 200
+    raise AssertionError(f"no 429 within {most} requests")
+
+
+async def test_discovery_finds_every_endpoint_forgets_removed_ones_and_survives_a_failed_listing(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    healthy, rejected, elsewhere = endpoint_id(1), endpoint_id(2), endpoint_id(3)
+    azure = f"{AZURE_PREFIX}pe-orders"
+    sim_clock = FakeClock(1000.0)
+    simulator, atlas_url = await start_simulator(
+        Scenario(
+            rate_limit_per_minute=600,
+            endpoint_services=[
+                ScenarioService(group_id=GROUP_ID, id=AWS_SERVICE, region="eu-west-1"),
+            ],
+            endpoints=[
+                at_atlas(CloudProvider.AWS, AWS_SERVICE, healthy),
+                at_atlas(CloudProvider.AWS, AWS_SERVICE, rejected, status="REJECTED"),
+                at_atlas(CloudProvider.AZURE, AZURE_SERVICE, azure),
+                # Not asked for: another provider, another project.
+                at_atlas(CloudProvider.GCP, GCP_SERVICE, "psc-orders"),
+                ScenarioEndpoint(
+                    group_id=OTHER_GROUP_ID,
+                    private_link_id=AWS_SERVICE,
+                    interface_endpoint_id=elsewhere,
+                ),
+            ],
+        ),
+        clock=sim_clock,
+    )
+    settings = v2_settings(
+        atlas_url,
+        endpoints=[],
+        discover=[
+            {
+                "group_id": GROUP_ID,
+                "cloud_providers": ["AWS", "AZURE"],
+                "labels": {"team": "network"},
+            }
+        ],
+        poll={"discover_every_cycles": 1, "interval_seconds": 0.3},
+        alerts={"unreachable_after_failures": 10},
+    )
+    with capture_logs() as logs:
+        daemon = await start_daemon(settings)
+        await cycles(daemon, 2)
+        found = await scrape(daemon.url)
+        # Right after a cycle, before the next one starts (and lists the services again).
+        simulator.remove_endpoint(GROUP_ID, AWS_SERVICE, rejected)
+        await cycles(daemon, 2)
+        after_removal = await scrape(daemon.url)
+        removal_logs = list(logs)
+
+        # Another client of the project uses up its rate limit: the listing gets 429.
+        await drain_rate_limit(atlas_url, GROUP_ID, most=700)
+        await cycles(daemon, 2)
+        listing_failed = await scrape(daemon.url)
+        failed_logs = logs[len(removal_logs) :]
+        sim_clock.advance(60)  # the bucket refills
+        await cycles(daemon, 2)
+        recovered = await scrape(daemon.url)
+
+    infos = series(found, "atlas_interface_endpoint_info")
+    shown = {dict(labels)["interface_endpoint_id"]: dict(labels) for labels in infos}
+    assert set(shown) == {healthy, rejected, azure}
+    assert shown[healthy]["cloud_provider"] == "AWS"
+    assert shown[azure]["cloud_provider"] == "AZURE"
+    assert shown[azure]["name"] == "pe-orders"
+    assert shown[azure]["private_link_id"] == AZURE_SERVICE
+    assert all(labels["team"] == "network" for labels in shown.values())
+    assert all(labels["group_id"] == GROUP_ID for labels in shown.values())
+    for ident, service in ((healthy, AWS_SERVICE), (azure, AZURE_SERVICE)):
+        assert value(found, "atlas_interface_endpoint_up", **endpoint_labels(service, ident)) == 1
+    assert value(found, "atlas_monitor_endpoints_configured") == 3
+    discovered = {line["interface_endpoint_id"] for line in events_in(logs, "endpoint_discovered")}
+    assert discovered == {healthy, rejected, azure}
+
+    # The removed endpoint: every series gone, its firing alert resolved, no not_found.
+    assert not [
+        labels for _, labels in after_removal if ("interface_endpoint_id", rejected) in labels
+    ]
+    assert [
+        (alert, state) for alert, state, ident in alert_keys(removal_logs) if ident == rejected
+    ] == [
+        ("rejected", "firing"),
+        ("rejected", "resolved"),
+    ]
+    (removed,) = events_in(removal_logs, "endpoint_removed")
+    assert removed["interface_endpoint_id"] == rejected
+    assert (
+        value(after_removal, "atlas_interface_endpoint_up", **endpoint_labels(AWS_SERVICE, healthy))
+        == 1
+    )
+
+    # A failed listing keeps what was found before.
+    failures = events_in(failed_logs, "discovery_failed")
+    assert failures
+    assert {line["group_id"] for line in failures} == {GROUP_ID}
+    assert all("429" in line["cause"] for line in failures)
+    assert not events_in(failed_logs, "endpoint_removed")
+    for snapshot in (listing_failed, recovered):
+        kept = {
+            dict(labels)["interface_endpoint_id"]
+            for labels in series(snapshot, "atlas_interface_endpoint_info")
+        }
+        assert kept == {healthy, azure}
+    for ident, service in ((healthy, AWS_SERVICE), (azure, AZURE_SERVICE)):
+        assert (
+            value(recovered, "atlas_interface_endpoint_up", **endpoint_labels(service, ident)) == 1
+        )
+    assert not [line for line in alert_lines(logs) if line["interface_endpoint_id"] != rejected]
+
+
+# --- 5. service-account login ----------------------------------------------------------
+
+
+def with_service_account(settings: Settings, secret: str) -> Settings:
+    login = ServiceAccount(CLIENT_ID, SecretStr(secret))
+    return dataclasses.replace(settings, credentials=Credentials(login, "the test"))
+
+
+async def test_a_service_account_logs_in_once_per_cycle_and_renews_an_expired_token(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    sim_clock = FakeClock(1000.0)
+    endpoints = [endpoint_id(number) for number in range(1, 7)]
+    simulator, atlas_url = await start_simulator(
+        Scenario(
+            token_lifetime_seconds=120,
+            endpoints=[at_atlas(CloudProvider.AWS, AWS_SERVICE, ident) for ident in endpoints],
+        ),
+        clock=sim_clock,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
+    settings = with_service_account(
+        v2_settings(
+            atlas_url,
+            endpoints=[entry(CloudProvider.AWS, AWS_SERVICE, ident) for ident in endpoints],
+            poll={"concurrency": 8},
+        ),
+        CLIENT_SECRET,
+    )
+    with capture_logs() as logs:
+        daemon = await start_daemon(settings)
+        await cycles(daemon, 1)
+        logins_after_first_cycle = dict(simulator.stats.token_requests)
+        challenges_after_first_cycle = simulator.stats.challenges
+        first = await scrape(daemon.url)
+        sim_clock.advance(121)  # the token has expired for Atlas
+        await cycles(daemon, 2)
+        later = await scrape(daemon.url)
+
+    # A whole concurrent cycle on one login, and Bearer accepted (no Digest challenge).
+    assert logins_after_first_cycle == {200: 1}
+    assert challenges_after_first_cycle == 0
+    # Atlas refused the expired token once; the daemon logged in again and went on.
+    assert dict(simulator.stats.token_requests) == {200: 2}
+    assert simulator.stats.requests[("GET", 401)] >= 1
+    reasons = [line["reason"] for line in events_in(logs, "atlas_service_account_login")]
+    assert reasons == ["initial", "token rejected"]
+    assert not events_in(logs, "endpoint_poll_failed")
+    assert not events_in(logs, "endpoint_service_poll_failed")
+    for samples in (first, later):
+        for ident in endpoints:
+            labels = endpoint_labels(AWS_SERVICE, ident)
+            assert value(samples, "atlas_interface_endpoint_up", **labels) == 1
+        ids = service_labels(CloudProvider.AWS, AWS_SERVICE)
+        assert value(samples, "atlas_endpoint_service_up", **ids) == 1
+    assert not alert_lines(logs)
+
+
+async def test_a_wrong_client_secret_fails_polls_naming_the_login_and_never_shows_the_secret(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    wrong_secret = "mdb_sa_sk_wrong-0ddba11"
+    ident = endpoint_id(1)
+    simulator, atlas_url = await start_simulator(
+        Scenario(endpoints=[at_atlas(CloudProvider.AWS, AWS_SERVICE, ident)]),
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
+    settings = with_service_account(
+        v2_settings(atlas_url, endpoints=[entry(CloudProvider.AWS, AWS_SERVICE, ident)]),
+        wrong_secret,
+    )
+    with capture_logs() as logs:
+        daemon = await start_daemon(settings)
+        await cycles(daemon, 1)
+        text = await scrape_text(daemon.url)
+
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert value(samples, "atlas_interface_endpoint_up", **endpoint_labels(AWS_SERVICE, ident)) == 0
+    assert (
+        value(
+            samples, "atlas_endpoint_service_up", **service_labels(CloudProvider.AWS, AWS_SERVICE)
+        )
+        == 0
+    )
+    (failed,) = events_in(logs, "endpoint_poll_failed")
+    assert "service account login refused" in failed["cause"]
+    assert "401" in failed["cause"]
+    assert simulator.stats.token_requests[401] >= 1
+    assert simulator.stats.token_requests[200] == 0
+    assert simulator.stats.total() == 0  # no API request without a token
+    for secret in (wrong_secret, CLIENT_SECRET):
+        assert secret not in repr(logs)
+        assert secret not in text
+
+
+# --- 6. RateLimit slow-down ------------------------------------------------------------
+
+
+async def test_the_client_slows_a_project_down_before_atlas_throttles_it(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    """60 requests a minute and 150 endpoints in one project. The simulator's clock runs a
+    minute per second, so the bucket refills within the second the client then waits."""
+    started = time.monotonic()
+
+    def minute_per_second() -> float:
+        return started + (time.monotonic() - started) * 60
+
+    endpoints = [endpoint_id(number) for number in range(1, 151)]
+    simulator, atlas_url = await start_simulator(
+        Scenario(
+            rate_limit_per_minute=60,
+            nonce_lifetime_seconds=10**7,
+            endpoints=[at_atlas(CloudProvider.AWS, AWS_SERVICE, ident) for ident in endpoints],
+        ),
+        clock=minute_per_second,
+    )
+
+    def throttled_so_far(logger: object, method_name: str, event_dict: EventDict) -> EventDict:
+        event_dict["throttled_so_far"] = simulator.stats.requests[("GET", 429)]
+        return event_dict
+
+    settings = v2_settings(
+        atlas_url,
+        endpoints=[entry(CloudProvider.AWS, AWS_SERVICE, ident) for ident in endpoints],
+        poll={"concurrency": 1, "interval_seconds": 60},
+    )
+    with capture_logs(processors=[throttled_so_far]) as logs:
+        daemon = await start_daemon(settings)
+        await cycles(daemon, 1)
+        samples = await scrape(daemon.url)
+
+    slowing = events_in(logs, "atlas_project_slowing_down")
+    assert slowing
+    assert slowing[0]["group_id"] == GROUP_ID
+    assert slowing[0]["rate_limit"] == 60
+    assert slowing[0]["throttled_so_far"] == 0
+    # Requests kept being answered: every endpoint up, none failed.
+    for ident in endpoints:
+        assert (
+            value(samples, "atlas_interface_endpoint_up", **endpoint_labels(AWS_SERVICE, ident))
+            == 1
+        )
+    assert not events_in(logs, "endpoint_poll_failed")
+    assert simulator.stats.requests[("GET", 429)] == 0
+    assert simulator.stats.requests[("GET", 200)] == len(endpoints) + 1
