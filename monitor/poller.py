@@ -151,7 +151,7 @@ class Monitor:
         self._cycle_finished = asyncio.Condition()
         metrics.poll_interval.set(config.poll.interval_seconds)
         metrics.config_loaded(clock())
-        metrics.watch(self.snapshot)
+        metrics.watch(self.snapshot, self._states.get)
         metrics.prepare()
 
     @property
@@ -224,6 +224,7 @@ class Monitor:
             )
             transition = advance(state, observation, self._clock(), self.config.alerts)
             self._states[endpoint.ref] = transition.state
+            self.metrics.endpoint_changed(endpoint.ref)
             _log_endpoint_change(endpoint, previous, transition.state)
             for event in transition.events:
                 emit_alert(endpoint, event)

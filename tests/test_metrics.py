@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import prometheus_client
@@ -15,7 +16,7 @@ from prometheus_client.samples import Sample
 from monitor import __version__
 from monitor import metrics as monitor_metrics
 from monitor.alerts import AlertName
-from monitor.atlas import ConnectionStatus
+from monitor.atlas import ConnectionStatus, EndpointRef
 from monitor.config import EndpointConfig
 from monitor.metrics import MonitorMetrics
 from monitor.state import EndpointState
@@ -101,10 +102,19 @@ def snapshot() -> SnapshotList:
     return []
 
 
+def state_in(snapshot: SnapshotList) -> Callable[[EndpointRef], EndpointState | None]:
+    """The state table's lookup, as the Monitor passes it to ``watch``."""
+
+    def state_of(ref: EndpointRef) -> EndpointState | None:
+        return next((state for config, state in snapshot if config.ref == ref), None)
+
+    return state_of
+
+
 @pytest.fixture
 def metrics(snapshot: SnapshotList) -> MonitorMetrics:
     watched = MonitorMetrics()
-    watched.watch(lambda: snapshot)
+    watched.watch(lambda: snapshot, state_in(snapshot))
     return watched
 
 
@@ -389,7 +399,7 @@ def test_api_requests_are_counted_per_method_and_code() -> None:
 def test_two_monitors_do_not_share_samples_nor_touch_the_global_registry() -> None:
     busy = MonitorMetrics()
     quiet = MonitorMetrics()
-    busy.watch(lambda: [(endpoint(), state())])
+    busy.watch(lambda: [(endpoint(), state())], lambda ref: state())
 
     busy.observe_request("GET", "200", 0.5)
     busy.alerts.labels(AlertName.REJECTED.value).inc()
@@ -448,7 +458,7 @@ def test_watch_reads_the_snapshot_only_when_collected() -> None:
         return entries
 
     metrics = MonitorMetrics()
-    metrics.watch(snapshot_function)
+    metrics.watch(snapshot_function, lambda ref: None)
     assert calls == []
 
     exposition(metrics)
@@ -501,7 +511,7 @@ def parsed(text: str, *, openmetrics: bool = False) -> dict[str, set[tuple[str, 
 
 
 def serve(metrics: MonitorMetrics, *, openmetrics: bool = False) -> str:
-    return b"".join(metrics.render(openmetrics=openmetrics)).decode()
+    return b"".join(metrics.render(openmetrics=openmetrics).chunks()).decode()
 
 
 def test_label_values_that_need_escaping_survive_the_official_parser(
@@ -557,7 +567,7 @@ def test_render_serves_exactly_what_the_registry_holds(
     assert served.count("# EOF") == (1 if openmetrics else 0)
 
 
-def test_render_re_renders_only_the_endpoints_whose_state_changed(
+def test_render_re_renders_only_the_endpoints_named_as_changed(
     metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snapshot.extend(varied_snapshot())
@@ -574,6 +584,8 @@ def test_render_re_renders_only_the_endpoints_whose_state_changed(
     unchanged = serve(metrics)
     new_state = state(status=ConnectionStatus.AVAILABLE)
     snapshot[2] = (snapshot[2][0], new_state)
+    metrics.endpoint_changed(snapshot[2][0].ref)
+    metrics.endpoint_changed(snapshot[1][0].ref)  # named, but its state is the same object
     changed = serve(metrics)
 
     assert rendered == [new_state]
@@ -589,6 +601,7 @@ def test_render_drops_removed_endpoints_and_follows_the_label_union(
     metrics.render()
 
     del snapshot[0]  # the only endpoint with a "team" label
+    metrics.prepare()  # as Monitor.reconfigure does
     served = serve(metrics)
 
     assert "team=" not in served
