@@ -114,7 +114,6 @@ class EndpointExposition:
     """
 
     def __init__(self) -> None:
-        self._user_labels: tuple[str, ...] = ()
         self._rendered: list[_RenderedEndpoint] = []
         self._index: dict[EndpointRef, int] = {}
         self._blocks: list[tuple[_Piece, ...]] = []
@@ -123,7 +122,7 @@ class EndpointExposition:
 
     def sync(self, snapshot: Snapshot) -> None:
         """Bring everything up to date with ``snapshot``: configs, order and states."""
-        self._user_labels = user_labels = user_labels_of(snapshot)
+        user_labels = user_labels_of(snapshot)
         cache = dict(zip(self._index, self._rendered, strict=True))
         rendered = []
         for endpoint, state in snapshot:
