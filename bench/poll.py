@@ -104,6 +104,7 @@ from host import (
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import SecretStr
 
+from monitor.atlas import ApiKey
 from monitor.config import BASE_URL_ENV, ConfigError, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack
 from monitor.logs import configure_logging
@@ -197,7 +198,7 @@ def daemon_settings(
             raise
         del poll["max_requests_per_minute"]
         config, accepted = parse_config(document, {BASE_URL_ENV: url}), False
-    credentials = Credentials(PUBLIC_KEY, SecretStr(PRIVATE_KEY), "the poll benchmark")
+    credentials = Credentials(ApiKey(PUBLIC_KEY, SecretStr(PRIVATE_KEY)), "the poll benchmark")
     return Settings(config=config, credentials=credentials, source=Path(__file__)), accepted
 
 

@@ -93,6 +93,7 @@ from host import (
 )
 from pydantic import SecretStr
 
+from monitor.atlas import ApiKey
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack, stop_signal_received
 from monitor.logs import configure_logging
@@ -236,7 +237,7 @@ def daemon_settings(args: argparse.Namespace, fleet: Sequence[Endpoint], base_ur
         ],
     }
     config = parse_config(document, {BASE_URL_ENV: base_url})
-    credentials = Credentials(PUBLIC_KEY, SecretStr(PRIVATE_KEY), "the soak benchmark")
+    credentials = Credentials(ApiKey(PUBLIC_KEY, SecretStr(PRIVATE_KEY)), "the soak benchmark")
     return Settings(config=config, credentials=credentials, source=Path("bench/soak.py"))
 
 

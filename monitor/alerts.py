@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 import structlog
 
-from monitor.atlas import ConnectionStatus
+from monitor.atlas import CloudProvider, ConnectionStatus, ServiceStatus
 
 if TYPE_CHECKING:
     from monitor.config import EndpointConfig
-    from monitor.state import AlertEvent
+    from monitor.state import AlertEvent, ServiceKey
 
 ALERT_EVENT = "alert"
 
@@ -29,6 +30,22 @@ class AlertName(StrEnum):
     NOT_FOUND = "not_found"
     UNREACHABLE = "unreachable"
     STUCK = "stuck"
+    FAILED = "failed"
+    """Azure's and GCP's word for an endpoint that will not connect, as REJECTED is AWS'."""
+    SERVICE_FAILED = "service_failed"
+    SERVICE_ERROR_MESSAGE = "service_error_message"
+
+
+ENDPOINT_ALERTS = (
+    AlertName.REJECTED,
+    AlertName.FAILED,
+    AlertName.ERROR_MESSAGE,
+    AlertName.NOT_FOUND,
+    AlertName.UNREACHABLE,
+    AlertName.STUCK,
+)
+SERVICE_ALERTS = (AlertName.SERVICE_FAILED, AlertName.SERVICE_ERROR_MESSAGE)
+"""Alerts about an endpoint service (v2), which every endpoint behind it depends on."""
 
 
 def emit_alert(endpoint: EndpointConfig, event: AlertEvent) -> None:
@@ -45,11 +62,38 @@ def emit_alert(endpoint: EndpointConfig, event: AlertEvent) -> None:
         "previous_status": _status(event.previous_status),
         "error_message": event.error_message,
     }
-    if event.firing:
+    _write(event.firing, fields)
+
+
+def emit_service_alert(service: ServiceKey, event: AlertEvent) -> None:
+    """The same fields as an endpoint's alert, so one alert pipeline handles both; there is
+    no endpoint, and the name says which service it is."""
+    _write(
+        event.firing,
+        {
+            "alert": event.alert.value,
+            "state": "firing" if event.firing else "resolved",
+            "group_id": service.group_id,
+            "private_link_id": service.service_id,
+            "interface_endpoint_id": None,
+            "name": service_display_name(service.cloud_provider, service.service_id),
+            "connection_status": _status(event.connection_status),
+            "previous_status": _status(event.previous_status),
+            "error_message": event.error_message,
+        },
+    )
+
+
+def service_display_name(provider: CloudProvider, service_id: str) -> str:
+    return f"{provider} endpoint service {service_id}"
+
+
+def _write(firing: bool, fields: Mapping[str, object]) -> None:
+    if firing:
         _alert_log.error(ALERT_EVENT, **fields)
     else:
         _alert_log.info(ALERT_EVENT, **fields)
 
 
-def _status(status: ConnectionStatus | None) -> str | None:
+def _status(status: ConnectionStatus | ServiceStatus | None) -> str | None:
     return None if status is None else status.value

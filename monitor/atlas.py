@@ -1,4 +1,4 @@
-"""Client for the Atlas Administration API's interface-endpoint resources.
+"""Client for the Atlas Administration API's private-endpoint resources, v1.0 and v2.
 
 Everything that can go wrong between us and Atlas ends up as one of the ``Atlas*Error``
 types below, classified by HTTP status as Atlas documents it, with Atlas' own errorCode
@@ -19,16 +19,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import aiohttp
 import structlog
+import yarl
 from multidict import CIMultiDictProxy
 from pydantic import SecretStr
 
 from monitor import __version__
 
 API_ROOT: Final = "/api/atlas/v1.0"
+API_ROOT_V2: Final = "/api/atlas/v2"
+V2_MEDIA_TYPE: Final = "application/vnd.atlas.2023-01-01+json"
+"""The v2 resource version this client speaks; Atlas picks the answer's shape from it."""
 USER_AGENT: Final = f"atlas-endpoint-monitor/{__version__}"
 # An interface endpoint document is ~200 bytes; anything near this cap is not one.
 MAX_BODY_BYTES: Final = 1024 * 1024
@@ -37,12 +42,22 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 MAX_RETRY_AFTER_SECONDS: Final = 60.0
 BACKOFF_BASE_SECONDS: Final = 0.5
 BACKOFF_CAP_SECONDS: Final = 30.0
+RATE_LIMIT_LOW_SHARE: Final = 0.1
+"""Below this share of RateLimit-Limit left, a project's requests are slowed down."""
 
 # Id formats, shared by config validation and the simulator's path checks.
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 """Atlas project (group) and private endpoint service ids."""
 INTERFACE_ENDPOINT_ID = re.compile(r"vpce-(?:[0-9a-f]{8}|[0-9a-f]{17})")
 """AWS VPC interface endpoint ids: the short (legacy) and the long form."""
+AZURE_PRIVATE_ENDPOINT_ID = re.compile(
+    r"/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    r"/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Network/privateEndpoints/[-\w.]{1,80}",
+    re.IGNORECASE,
+)
+"""Azure private endpoint resource ids (Azure compares them case-insensitively)."""
+GCP_ENDPOINT_GROUP_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
+"""GCP endpoint group names: the resource-name rule of Google Cloud."""
 
 log = structlog.get_logger(__name__)
 
@@ -51,48 +66,187 @@ RequestObserver = Callable[[str, str, float], None]
 (method, status code or ``"error"``, seconds until the response headers arrived)."""
 
 
+class CloudProvider(StrEnum):
+    AWS = "AWS"
+    AZURE = "AZURE"
+    GCP = "GCP"
+
+
+class ApiVersion(StrEnum):
+    """The Administration API generation: where resources live and how they are asked for."""
+
+    V1 = "v1.0"
+    """Deprecated by Atlas, AWS only; the default so existing configs keep working."""
+    V2 = "v2"
+
+    @property
+    def root(self) -> str:
+        return API_ROOT if self is ApiVersion.V1 else API_ROOT_V2
+
+    @property
+    def accept(self) -> str:
+        return "application/json" if self is ApiVersion.V1 else V2_MEDIA_TYPE
+
+    def endpoints_path(self, ref: EndpointRef) -> str:
+        """The collection a new endpoint is POSTed to."""
+        if self is ApiVersion.V1:
+            return (
+                f"/groups/{ref.group_id}/privateEndpoint/{ref.private_link_id}/interfaceEndpoints"
+            )
+        return f"{service_path(ref.group_id, ref.cloud_provider, ref.private_link_id)}/endpoint"
+
+    def endpoint_path(self, ref: EndpointRef) -> str:
+        # Azure ids are resource paths: their slashes must stay inside one path segment.
+        return f"{self.endpoints_path(ref)}/{quote(ref.interface_endpoint_id, safe='')}"
+
+
+def services_path(group_id: str, provider: CloudProvider) -> str:
+    return f"/groups/{group_id}/privateEndpoint/{provider.value}/endpointService"
+
+
+def service_path(group_id: str, provider: CloudProvider, service_id: str) -> str:
+    return f"{services_path(group_id, provider)}/{service_id}"
+
+
 class ConnectionStatus(StrEnum):
+    """Every endpoint status of every provider; ``ENDPOINT_STATUSES`` says whose is whose."""
+
     NONE = "NONE"
     PENDING_ACCEPTANCE = "PENDING_ACCEPTANCE"
     PENDING = "PENDING"
+    INITIATING = "INITIATING"
+    VERIFIED = "VERIFIED"
     AVAILABLE = "AVAILABLE"
     REJECTED = "REJECTED"
+    FAILED = "FAILED"
     DELETING = "DELETING"
     UNKNOWN = "UNKNOWN"
     """Anything Atlas may add later; the raw value is kept beside it."""
 
     @classmethod
-    def parse(cls, raw: str) -> ConnectionStatus:
-        try:
-            status = cls(raw)
-        except ValueError:
-            return cls.UNKNOWN
-        return cls.UNKNOWN if status is cls.UNKNOWN else status
+    def parse(cls, raw: str, provider: CloudProvider = CloudProvider.AWS) -> ConnectionStatus:
+        """A status another provider uses is as unexpected here as a made-up one."""
+        return _parse_status(cls, raw, ENDPOINT_STATUSES[provider], cls.UNKNOWN)
+
+
+class ServiceStatus(StrEnum):
+    """Statuses of an endpoint service (Atlas' side of the private link)."""
+
+    INITIATING = "INITIATING"
+    WAITING_FOR_USER = "WAITING_FOR_USER"
+    AVAILABLE = "AVAILABLE"
+    FAILED = "FAILED"
+    DELETING = "DELETING"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def parse(cls, raw: str, provider: CloudProvider) -> ServiceStatus:
+        return _parse_status(cls, raw, SERVICE_STATUSES[provider], cls.UNKNOWN)
+
+
+_Status = TypeVar("_Status", ConnectionStatus, ServiceStatus)
+
+
+def _parse_status(
+    kind: type[_Status], raw: str, known: tuple[_Status, ...], unknown: _Status
+) -> _Status:
+    try:
+        status = kind(raw)
+    except ValueError:
+        return unknown
+    return status if status in known and status is not unknown else unknown
+
+
+ENDPOINT_STATUSES: Mapping[CloudProvider, tuple[ConnectionStatus, ...]] = {
+    CloudProvider.AWS: (
+        ConnectionStatus.NONE,
+        ConnectionStatus.PENDING_ACCEPTANCE,
+        ConnectionStatus.PENDING,
+        ConnectionStatus.AVAILABLE,
+        ConnectionStatus.REJECTED,
+        ConnectionStatus.DELETING,
+        ConnectionStatus.UNKNOWN,
+    ),
+    CloudProvider.AZURE: (
+        ConnectionStatus.INITIATING,
+        ConnectionStatus.AVAILABLE,
+        ConnectionStatus.FAILED,
+        ConnectionStatus.DELETING,
+        ConnectionStatus.UNKNOWN,
+    ),
+    CloudProvider.GCP: (
+        ConnectionStatus.INITIATING,
+        ConnectionStatus.VERIFIED,
+        ConnectionStatus.AVAILABLE,
+        ConnectionStatus.FAILED,
+        ConnectionStatus.DELETING,
+        ConnectionStatus.UNKNOWN,
+    ),
+}
+"""Each provider's endpoint statuses, in the order of its state set (UNKNOWN last)."""
+
+_AZURE_AND_GCP_SERVICE_STATUSES = (
+    ServiceStatus.INITIATING,
+    ServiceStatus.AVAILABLE,
+    ServiceStatus.FAILED,
+    ServiceStatus.DELETING,
+    ServiceStatus.UNKNOWN,
+)
+SERVICE_STATUSES: Mapping[CloudProvider, tuple[ServiceStatus, ...]] = {
+    CloudProvider.AWS: (
+        ServiceStatus.INITIATING,
+        ServiceStatus.WAITING_FOR_USER,
+        ServiceStatus.AVAILABLE,
+        ServiceStatus.FAILED,
+        ServiceStatus.DELETING,
+        ServiceStatus.UNKNOWN,
+    ),
+    CloudProvider.AZURE: _AZURE_AND_GCP_SERVICE_STATUSES,
+    CloudProvider.GCP: _AZURE_AND_GCP_SERVICE_STATUSES,
+}
+
+# Per provider, the v2 fields naming an endpoint and holding its status, and the field of
+# an endpoint service that lists its endpoints.
+_ENDPOINT_ID_FIELD = {
+    CloudProvider.AWS: "interfaceEndpointId",
+    CloudProvider.AZURE: "privateEndpointResourceId",
+    CloudProvider.GCP: "endpointGroupName",
+}
+_STATUS_FIELD = {
+    CloudProvider.AWS: "connectionStatus",
+    CloudProvider.AZURE: "status",
+    CloudProvider.GCP: "status",
+}
+_SERVICE_ENDPOINTS_FIELD = {
+    CloudProvider.AWS: "interfaceEndpoints",
+    CloudProvider.AZURE: "privateEndpoints",
+    CloudProvider.GCP: "endpointGroupNames",
+}
 
 
 @dataclass(frozen=True, order=True)
 class EndpointRef:
-    """The three ids that name one interface endpoint in Atlas."""
+    """The ids that name one private endpoint in Atlas: the project, the endpoint service
+    (``private_link_id``) and the endpoint itself, on one cloud provider."""
 
     group_id: str
     private_link_id: str
     interface_endpoint_id: str
+    cloud_provider: CloudProvider = CloudProvider.AWS
 
     def __str__(self) -> str:
         return f"{self.group_id}/{self.private_link_id}/{self.interface_endpoint_id}"
 
-    @property
-    def collection_path(self) -> str:
-        return f"/groups/{self.group_id}/privateEndpoint/{self.private_link_id}/interfaceEndpoints"
-
-    @property
-    def path(self) -> str:
-        return f"{self.collection_path}/{self.interface_endpoint_id}"
+    def same_endpoint_id(self, other: str) -> bool:
+        if self.cloud_provider is CloudProvider.AZURE:
+            return other.lower() == self.interface_endpoint_id.lower()
+        return other == self.interface_endpoint_id
 
 
 @dataclass(frozen=True)
 class InterfaceEndpoint:
-    """One valid answer from Atlas about an interface endpoint."""
+    """One valid answer from Atlas about a private endpoint (an AWS interface endpoint, an
+    Azure private endpoint or a GCP endpoint group)."""
 
     interface_endpoint_id: str
     connection_status: ConnectionStatus
@@ -101,29 +255,105 @@ class InterfaceEndpoint:
     delete_requested: bool
 
     @classmethod
-    def from_json(cls, document: object) -> InterfaceEndpoint:
+    def from_json(
+        cls, document: object, provider: CloudProvider = CloudProvider.AWS
+    ) -> InterfaceEndpoint:
         """Strict on types, because a wrong shape means we would report something false."""
         if not isinstance(document, dict):
             raise ValueError(f"expected a JSON object, got {type(document).__name__}")
-        endpoint_id = document.get("interfaceEndpointId")
-        raw_status = document.get("connectionStatus")
-        error_message = document.get("errorMessage")
+        _check_provider(document, provider)
+        id_field, status_field = _ENDPOINT_ID_FIELD[provider], _STATUS_FIELD[provider]
+        endpoint_id = document.get(id_field)
+        raw_status = document.get(status_field)
         delete_requested = document.get("deleteRequested", False)
         if not isinstance(endpoint_id, str):
-            raise ValueError("interfaceEndpointId is missing or not a string")
+            raise ValueError(f"{id_field} is missing or not a string")
         if not isinstance(raw_status, str):
-            raise ValueError("connectionStatus is missing or not a string")
-        if error_message is not None and not isinstance(error_message, str):
-            raise ValueError("errorMessage is neither null nor a string")
+            raise ValueError(f"{status_field} is missing or not a string")
         if not isinstance(delete_requested, bool):
             raise ValueError("deleteRequested is not a boolean")
         return cls(
             interface_endpoint_id=endpoint_id,
-            connection_status=ConnectionStatus.parse(raw_status),
+            connection_status=ConnectionStatus.parse(raw_status, provider),
             raw_status=raw_status,
-            error_message=error_message or None,
+            error_message=_error_message(document),
             delete_requested=delete_requested,
         )
+
+
+@dataclass(frozen=True)
+class EndpointService:
+    """One valid answer from Atlas about an endpoint service, with the endpoints it has."""
+
+    service_id: str
+    cloud_provider: CloudProvider
+    region: str | None
+    status: ServiceStatus
+    raw_status: str
+    error_message: str | None
+    endpoint_ids: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, document: object, provider: CloudProvider) -> EndpointService:
+        if not isinstance(document, dict):
+            raise ValueError(f"expected a JSON object, got {type(document).__name__}")
+        _check_provider(document, provider)
+        service_id = document.get("id")
+        raw_status = document.get("status")
+        region = document.get("regionName")
+        endpoints_field = _SERVICE_ENDPOINTS_FIELD[provider]
+        endpoint_ids = document.get(endpoints_field) or []
+        if not isinstance(service_id, str) or not OBJECT_ID.fullmatch(service_id):
+            raise ValueError("id is missing or not 24 hexadecimal characters")
+        if not isinstance(raw_status, str):
+            raise ValueError("status is missing or not a string")
+        if region is not None and not isinstance(region, str):
+            raise ValueError("regionName is not a string")
+        if not isinstance(endpoint_ids, list) or not all(
+            isinstance(endpoint_id, str) for endpoint_id in endpoint_ids
+        ):
+            raise ValueError(f"{endpoints_field} is not a list of strings")
+        return cls(
+            service_id=service_id.lower(),
+            cloud_provider=provider,
+            region=region,
+            status=ServiceStatus.parse(raw_status, provider),
+            raw_status=raw_status,
+            error_message=_error_message(document),
+            endpoint_ids=tuple(endpoint_ids),
+        )
+
+
+def _check_provider(document: dict[str, Any], provider: CloudProvider) -> None:
+    cloud_provider = document.get("cloudProvider", provider.value)
+    if cloud_provider != provider.value:
+        raise ValueError(f"cloudProvider is {cloud_provider!r}, not {provider.value}")
+
+
+def _error_message(document: dict[str, Any]) -> str | None:
+    error_message = document.get("errorMessage")
+    if error_message is not None and not isinstance(error_message, str):
+        raise ValueError("errorMessage is neither null nor a string")
+    return error_message or None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A programmatic API key: HTTP Digest with the public key as user."""
+
+    public_key: str
+    private_key: SecretStr
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    """An Atlas service account: OAuth 2 client credentials for a Bearer token."""
+
+    client_id: str
+    client_secret: SecretStr
+
+
+Login = ApiKey | ServiceAccount
 
 
 class AtlasError(Exception):
@@ -237,19 +467,20 @@ class AtlasClient:
         self,
         *,
         base_url: str,
-        public_key: str,
-        private_key: SecretStr,
+        login: Login,
         timeout_seconds: float,
         max_retries: int,
+        api_version: ApiVersion = ApiVersion.V1,
         max_connections: int = 8,
         max_requests_per_minute: int | None = None,
         observer: RequestObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._api_url = base_url.rstrip("/") + API_ROOT
-        self._public_key = public_key
-        self._private_key = private_key
+        self._base_url = base_url.rstrip("/")
+        self._api = api_version
+        self._api_url = self._base_url + api_version.root
+        self._login = login
         self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self._max_retries = max_retries
         self._max_connections = max_connections
@@ -261,30 +492,47 @@ class AtlasClient:
         self._project_pauses: dict[str, float] = {}
         """Project (group) id -> monotonic time before which no request for it is sent."""
         self._spacing = 60.0 / max_requests_per_minute if max_requests_per_minute else 0.0
+        self._slowed_projects: dict[str, float] = {}
+        """Project (group) id -> spacing its RateLimit headers call for while it runs low."""
         self._next_slots: dict[str, float] = {}
         """Project (group) id -> monotonic time its next request may start, when paced."""
 
+    @property
+    def api_version(self) -> ApiVersion:
+        return self._api
+
     def __repr__(self) -> str:
-        return f"AtlasClient(api_url={self._api_url!r}, public_key={self._public_key!r})"
+        return f"AtlasClient(api_url={self._api_url!r}, login={self._login!r})"
 
     async def __aenter__(self) -> AtlasClient:
         self._first_exchange_done = None
-        middlewares: list[aiohttp.ClientMiddlewareType] = [
-            aiohttp.DigestAuthMiddleware(
-                self._public_key, self._private_key.get_secret_value(), preemptive=True
-            )
-        ]
+        middlewares: list[aiohttp.ClientMiddlewareType] = [self._auth_middleware()]
         if self._observer is not None:
-            # Inside the digest middleware, so challenges and retries are each seen.
+            # Inside the auth middleware, so challenges and re-sent requests are each seen.
             middlewares.append(self._observe_exchange)
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=self._max_connections),
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            headers={"Accept": self._api.accept, "User-Agent": USER_AGENT},
             middlewares=middlewares,
             raise_for_status=False,
         )
         return self
+
+    def _auth_middleware(self) -> aiohttp.ClientMiddlewareType:
+        if isinstance(self._login, ServiceAccount):
+            # Imported here: the login module builds on this module's error types.
+            from monitor.oauth import ServiceAccountLogin, token_url
+
+            return ServiceAccountLogin(
+                token_url=token_url(self._base_url),
+                client_id=self._login.client_id,
+                client_secret=self._login.client_secret,
+                timeout=self._timeout,
+            )
+        return aiohttp.DigestAuthMiddleware(
+            self._login.public_key, self._login.private_key.get_secret_value(), preemptive=True
+        )
 
     async def __aexit__(
         self,
@@ -300,8 +548,38 @@ class AtlasClient:
             self._session = None
 
     async def get_interface_endpoint(self, ref: EndpointRef) -> InterfaceEndpoint:
-        document = await self._with_retries("GET", ref.path)
-        return _endpoint_from(document, ref, "GET")
+        path = self._api.endpoint_path(ref)
+        return _endpoint_from(await self._with_retries("GET", path), ref, "GET", path)
+
+    async def get_endpoint_service(
+        self, group_id: str, provider: CloudProvider, service_id: str
+    ) -> EndpointService:
+        """The endpoint service itself (v2 only): its status is Atlas' half of the link."""
+        path = service_path(group_id, provider, service_id)
+        service = _service_from(await self._with_retries("GET", path), provider, path)
+        if service.service_id != service_id.lower():
+            raise AtlasBadResponseError(
+                f"answer is about service {service.service_id!r}, not the one asked for",
+                method="GET",
+                path=path,
+            )
+        return service
+
+    async def list_endpoint_services(
+        self, group_id: str, provider: CloudProvider
+    ) -> list[EndpointService]:
+        """Every endpoint service of the project on ``provider`` (v2 only), for discovery."""
+        path = services_path(group_id, provider)
+        document = await self._with_retries("GET", path)
+        if isinstance(document, dict) and isinstance(document.get("results"), list):
+            document = document["results"]  # the paginated form some Atlas resources use
+        if not isinstance(document, list):
+            raise AtlasBadResponseError(
+                f"expected a JSON array of endpoint services, got {type(document).__name__}",
+                method="GET",
+                path=path,
+            )
+        return [_service_from(item, provider, path) for item in document]
 
     async def delete_interface_endpoint(self, ref: EndpointRef) -> bool:
         """Ask Atlas to remove the endpoint; False when it was already gone.
@@ -309,7 +587,7 @@ class AtlasClient:
         A 404 after a retried DELETE usually means an earlier attempt went through.
         """
         try:
-            await self._with_retries("DELETE", ref.path)
+            await self._with_retries("DELETE", self._api.endpoint_path(ref))
         except AtlasNotFoundError:
             return False
         return True
@@ -328,16 +606,21 @@ class AtlasClient:
             if not _outcome_unknown(error):
                 return None
             try:
-                return await self._with_retries("GET", ref.path)
+                return await self._with_retries("GET", self._api.endpoint_path(ref))
             except AtlasNotFoundError:
                 log.info("atlas_post_not_applied", endpoint=str(ref), cause=error.summary)
                 raise error from None
 
-        body = {"interfaceEndpointId": ref.interface_endpoint_id}
+        if ref.cloud_provider is not CloudProvider.AWS:
+            # Azure needs the endpoint's IP address and GCP its forwarding rules, which
+            # only the operator's own cloud knows; the config refuses to ask for it.
+            raise ValueError(f"only AWS endpoints can be added, not {ref.cloud_provider}")
+        key = "interfaceEndpointId" if self._api is ApiVersion.V1 else "id"
+        path = self._api.endpoints_path(ref)
         document = await self._with_retries(
-            "POST", ref.collection_path, body, before_retry=find_applied_post
+            "POST", path, {key: ref.interface_endpoint_id}, before_retry=find_applied_post
         )
-        return _endpoint_from(document, ref, "POST")
+        return _endpoint_from(document, ref, "POST", path)
 
     async def _with_retries(
         self,
@@ -389,14 +672,41 @@ class AtlasClient:
     async def _pace(self, path: str) -> None:
         """Space the project's requests evenly, so a cycle of many endpoints in one project
         reaches Atlas as a steady trickle under its limit instead of a burst that earns 429s."""
-        if not self._spacing:
-            return
         group_id = _project_of(path)
+        spacing = max(self._spacing, self._slowed_projects.get(group_id, 0.0))
+        if not spacing:
+            return
         now = time.monotonic()
         slot = max(now, self._next_slots.get(group_id, now))
-        self._next_slots[group_id] = slot + self._spacing
+        self._next_slots[group_id] = slot + spacing
         if slot > now:
             await self._sleep(slot - now)
+
+    def _note_rate_limit(self, path: str, headers: CIMultiDictProxy[str]) -> None:
+        """Slow a project down while Atlas says its bucket runs low, before it answers 429.
+
+        Atlas' buckets refill per minute, so while fewer than a tenth of ``RateLimit-Limit``
+        requests remain, the project's requests are spaced to the refill rate.
+        """
+        limit = _count_header(headers, "RateLimit-Limit")
+        remaining = _count_header(headers, "RateLimit-Remaining")
+        if not limit or remaining is None:
+            return
+        group_id = _project_of(path)
+        if remaining <= max(1.0, limit * RATE_LIMIT_LOW_SHARE):
+            if group_id not in self._slowed_projects:
+                log.warning(
+                    "atlas_project_slowing_down",
+                    group_id=group_id,
+                    rate_limit=limit,
+                    rate_limit_remaining=remaining,
+                    spacing_seconds=round(60.0 / limit, 3),
+                )
+            self._slowed_projects[group_id] = 60.0 / limit
+        elif self._slowed_projects.pop(group_id, None) is not None:
+            log.info(
+                "atlas_project_rate_recovered", group_id=group_id, rate_limit_remaining=remaining
+            )
 
     async def _respect_project_pause(self, method: str, path: str) -> None:
         """Wait out the project's pause, or fail at once if it is longer than a poll waits."""
@@ -463,11 +773,13 @@ class AtlasClient:
         path: str,
         json_body: Mapping[str, Any] | None,
     ) -> object:
-        url = self._api_url + path
+        # Encoded already (Azure ids carry %2F), so yarl must not normalise it again.
+        url = yarl.URL(self._api_url + path, encoded=True)
         try:
             async with session.request(
                 method, url, json=json_body, allow_redirects=False
             ) as response:
+                self._note_rate_limit(path, response.headers)
                 body = await _read_capped(response, method, path)
                 return _interpret(method, path, response.status, response.headers, body)
         except AtlasError:
@@ -575,21 +887,38 @@ def _atlas_error_fields(body: bytes) -> tuple[str | None, str | None]:
     )
 
 
-def _endpoint_from(document: object, ref: EndpointRef, method: str) -> InterfaceEndpoint:
-    path = ref.path if method == "GET" else ref.collection_path
+def _endpoint_from(document: object, ref: EndpointRef, method: str, path: str) -> InterfaceEndpoint:
     try:
-        endpoint = InterfaceEndpoint.from_json(document)
+        endpoint = InterfaceEndpoint.from_json(document, ref.cloud_provider)
     except ValueError as error:
         raise AtlasBadResponseError(
             f"unexpected answer shape: {error}", method=method, path=path
         ) from None
-    if endpoint.interface_endpoint_id != ref.interface_endpoint_id:
+    if not ref.same_endpoint_id(endpoint.interface_endpoint_id):
         raise AtlasBadResponseError(
             f"answer is about {endpoint.interface_endpoint_id!r}, not the endpoint asked for",
             method=method,
             path=path,
         )
     return endpoint
+
+
+def _service_from(document: object, provider: CloudProvider, path: str) -> EndpointService:
+    try:
+        return EndpointService.from_json(document, provider)
+    except ValueError as error:
+        raise AtlasBadResponseError(
+            f"unexpected endpoint service shape: {error}", method="GET", path=path
+        ) from None
+
+
+def _count_header(headers: CIMultiDictProxy[str], name: str) -> float | None:
+    value = headers.get(name)
+    try:
+        count = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return count if count is not None and count >= 0 else None
 
 
 def _backoff_ceiling(attempt: int) -> float:

@@ -80,6 +80,15 @@ def _parser() -> argparse.ArgumentParser:
         "--private-key",
         help=f"API private key to accept (default: ${PRIVATE_KEY_ENV} or the demo key)",
     )
+    simulate.add_argument(
+        "--client-id",
+        help="service account client id whose OAuth logins to accept "
+        "(default: $MONGODB_ATLAS_CLIENT_ID; none: service-account login is refused)",
+    )
+    simulate.add_argument(
+        "--client-secret",
+        help="service account client secret (default: $MONGODB_ATLAS_CLIENT_SECRET)",
+    )
     simulate.set_defaults(handler=_simulate)
 
     demo = commands.add_parser("demo", help="run the simulator and the monitor against it")
@@ -118,7 +127,7 @@ def _log_as_configured(settings: Settings, stream: TextIO | None = None) -> None
         settings.config.log.level,
         settings.config.log.format,
         stream=stream,
-        secrets=[settings.credentials.private_key.get_secret_value()],
+        secrets=[settings.credentials.secret.get_secret_value()],
     )
     for warning in settings.credentials.warnings:
         log.warning("config_warning", problem=warning)
@@ -148,8 +157,7 @@ def _check(args: argparse.Namespace) -> int:
         f"  poll:         every {config.poll.interval_seconds:g} s, "
         f"{config.poll.concurrency} at a time\n"
         f"  server:       {config.server.host}:{config.server.port}\n"
-        f"  credentials:  public key {settings.credentials.public_key}, private key from "
-        f"{settings.credentials.private_key_source}"
+        f"  credentials:  {settings.credentials.describe()}"
     )
     for warning in settings.credentials.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -175,12 +183,32 @@ def _simulate(args: argparse.Namespace) -> int:
         return EXIT_INVALID_CONFIG
     public_key = args.public_key or os.environ.get(PUBLIC_KEY_ENV) or DEMO_PUBLIC_KEY
     private_key = args.private_key or os.environ.get(PRIVATE_KEY_ENV) or DEMO_PRIVATE_KEY
-    configure_logging(secrets=[private_key])
-    simulator = Simulator(scenario, public_key=public_key, private_key=private_key)
+    client_id = args.client_id or os.environ.get("MONGODB_ATLAS_CLIENT_ID") or None
+    client_secret = args.client_secret or os.environ.get("MONGODB_ATLAS_CLIENT_SECRET") or None
+    if (client_id is None) != (client_secret is None):
+        _print_problems(
+            "invalid service account:",
+            ["--client-id and --client-secret (or their env variables) go together"],
+        )
+        return EXIT_INVALID_CONFIG
+    configure_logging(secrets=[private_key, *([client_secret] if client_secret else [])])
+    simulator = Simulator(
+        scenario,
+        public_key=public_key,
+        private_key=private_key,
+        client_id=client_id,
+        client_secret=client_secret,
+    )
 
     async def start(services: contextlib.AsyncExitStack) -> None:
         url = await serve_on_stack(services, simulator.app, args.host, args.port)
-        log.info("simulator_started", url=url, api_root=API_ROOT)
+        # The client id is no secret; the secret is never logged (and masked if it were).
+        log.info(
+            "simulator_started",
+            url=url,
+            api_root=API_ROOT,
+            service_account=client_id,
+        )
 
     return asyncio.run(serve_until_stopped(start))
 

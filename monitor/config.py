@@ -6,12 +6,12 @@ each as ``field.path: what is wrong``, and the private key can never end up in a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import re
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,10 +24,22 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
-from monitor.atlas import INTERFACE_ENDPOINT_ID, OBJECT_ID, EndpointRef
+from monitor.atlas import (
+    AZURE_PRIVATE_ENDPOINT_ID,
+    GCP_ENDPOINT_GROUP_NAME,
+    INTERFACE_ENDPOINT_ID,
+    OBJECT_ID,
+    ApiKey,
+    ApiVersion,
+    CloudProvider,
+    EndpointRef,
+    Login,
+    ServiceAccount,
+)
 
 DEFAULT_BASE_URL = "https://cloud.mongodb.com"
 DEFAULT_PORT = 9479
@@ -37,11 +49,23 @@ BASE_URL_ENV = "MONGODB_ATLAS_BASE_URL"
 PUBLIC_KEY_ENV = "MONGODB_ATLAS_PUBLIC_API_KEY"
 PRIVATE_KEY_ENV = "MONGODB_ATLAS_PRIVATE_API_KEY"
 PRIVATE_KEY_FILE_ENV = "MONGODB_ATLAS_PRIVATE_API_KEY_FILE"
+CLIENT_ID_ENV = "MONGODB_ATLAS_CLIENT_ID"
+CLIENT_SECRET_ENV = "MONGODB_ATLAS_CLIENT_SECRET"  # noqa: S105 (a variable's name)
+CLIENT_SECRET_FILE_ENV = "MONGODB_ATLAS_CLIENT_SECRET_FILE"  # noqa: S105 (a variable's name)
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Labels the exporter sets itself; a user label with one of these names would clash.
 RESERVED_LABELS = frozenset(
-    {"group_id", "private_link_id", "interface_endpoint_id", "name", "status", "job", "instance"}
+    {
+        "group_id",
+        "private_link_id",
+        "interface_endpoint_id",
+        "cloud_provider",
+        "name",
+        "status",
+        "job",
+        "instance",
+    }
 )
 
 
@@ -66,18 +90,34 @@ def _object_id(value: str) -> str:
     return value.lower()
 
 
-def _interface_endpoint_id(value: str) -> str:
-    if not INTERFACE_ENDPOINT_ID.fullmatch(value):
-        raise ValueError(
-            f"must be 'vpce-' followed by 8 or 17 lowercase hexadecimal characters, got {value!r}"
-        )
+# What an endpoint id looks like on each provider, and how to say so when it does not.
+_ENDPOINT_ID_FORMATS = {
+    CloudProvider.AWS: (
+        INTERFACE_ENDPOINT_ID,
+        "an AWS interface endpoint id: 'vpce-' followed by 8 or 17 lowercase hexadecimal "
+        "characters",
+    ),
+    CloudProvider.AZURE: (
+        AZURE_PRIVATE_ENDPOINT_ID,
+        "an Azure private endpoint resource id: /subscriptions/<uuid>/resourceGroups/<group>"
+        "/providers/Microsoft.Network/privateEndpoints/<name>",
+    ),
+    CloudProvider.GCP: (
+        GCP_ENDPOINT_GROUP_NAME,
+        "a GCP endpoint group name: lowercase letters, digits and '-', starting with a letter, "
+        "at most 63 characters",
+    ),
+}
+
+
+def check_endpoint_id(value: str, provider: CloudProvider) -> str:
+    pattern, description = _ENDPOINT_ID_FORMATS[provider]
+    if not pattern.fullmatch(value):
+        raise ValueError(f"must be {description}, got {value!r}")
     return value
 
 
 ObjectId = Annotated[str, BeforeValidator(_text_id), AfterValidator(_object_id)]
-InterfaceEndpointId = Annotated[
-    str, BeforeValidator(_text_id), AfterValidator(_interface_endpoint_id)
-]
 
 
 class _Section(BaseModel):
@@ -86,6 +126,8 @@ class _Section(BaseModel):
 
 class AtlasSettings(_Section):
     base_url: str = DEFAULT_BASE_URL
+    api_version: ApiVersion = ApiVersion.V1
+    """v2 is Atlas' current API and the only one for Azure, GCP and discovery."""
     timeout_seconds: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
 
@@ -115,6 +157,8 @@ class PollSettings(_Section):
     max_requests_per_minute: int | None = Field(default=DEFAULT_MAX_REQUESTS_PER_MINUTE, gt=0)
     """Per project (group_id): its requests start at least 60/this seconds apart; null = no
     pacing."""
+    discover_every_cycles: int = Field(default=10, gt=0)
+    """How often ``discover`` lists the endpoint services: every this many poll cycles."""
 
 
 class ServerSettings(_Section):
@@ -147,28 +191,43 @@ class AlertSettings(_Section):
     repeat_interval_seconds: float = Field(default=0.0, ge=0)
 
 
+def _prometheus_label_names(labels: dict[str, str]) -> dict[str, str]:
+    for label in labels:
+        if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
+            raise ValueError(f"{label!r} is not a valid Prometheus label name")
+        if label in RESERVED_LABELS:
+            raise ValueError(f"{label!r} is set by the exporter itself; choose another name")
+    return labels
+
+
+UserLabels = Annotated[dict[str, str], AfterValidator(_prometheus_label_names)]
+
+
 class EndpointConfig(_Section):
     group_id: ObjectId
     private_link_id: ObjectId
-    interface_endpoint_id: InterfaceEndpointId
+    """The endpoint service id (v2 calls it endpointServiceId)."""
+    cloud_provider: CloudProvider = CloudProvider.AWS
+    interface_endpoint_id: Annotated[str, BeforeValidator(_text_id)]
+    """AWS: the vpce id; Azure: the private endpoint's resource id; GCP: the endpoint group."""
     name: str | None = Field(default=None, min_length=1)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: UserLabels = Field(default_factory=dict)
     add_if_missing: bool | None = None
 
-    @field_validator("labels")
+    @field_validator("interface_endpoint_id")
     @classmethod
-    def _prometheus_label_names(cls, labels: dict[str, str]) -> dict[str, str]:
-        for label in labels:
-            if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
-                raise ValueError(f"{label!r} is not a valid Prometheus label name")
-            if label in RESERVED_LABELS:
-                raise ValueError(f"{label!r} is set by the exporter itself; choose another name")
-        return labels
+    def _id_of_its_provider(cls, value: str, info: ValidationInfo) -> str:
+        provider = info.data.get("cloud_provider")
+        if provider is None:
+            return value  # the provider itself is wrong, which is reported already
+        return check_endpoint_id(value, provider)
 
     @functools.cached_property
     def ref(self) -> EndpointRef:
         """Cached: every poll and every scrape looks endpoints up by it."""
-        return EndpointRef(self.group_id, self.private_link_id, self.interface_endpoint_id)
+        return EndpointRef(
+            self.group_id, self.private_link_id, self.interface_endpoint_id, self.cloud_provider
+        )
 
     @property
     def display_name(self) -> str:
@@ -186,6 +245,22 @@ def endpoint_identity(endpoint: EndpointConfig) -> dict[str, str]:
     }
 
 
+class DiscoverSettings(_Section):
+    """Watch every endpoint of a project's endpoint services, whatever the static list says."""
+
+    group_id: ObjectId
+    cloud_providers: list[CloudProvider] = Field(
+        default_factory=lambda: list(CloudProvider), min_length=1
+    )
+    labels: UserLabels = Field(default_factory=dict)
+    """Put on the _info series of every endpoint found."""
+
+    @field_validator("cloud_providers")
+    @classmethod
+    def _once_each(cls, providers: list[CloudProvider]) -> list[CloudProvider]:
+        return list(dict.fromkeys(providers))
+
+
 class MonitorConfig(_Section):
     atlas: AtlasSettings = AtlasSettings()
     poll: PollSettings = PollSettings()
@@ -193,26 +268,44 @@ class MonitorConfig(_Section):
     log: LogSettings = LogSettings()
     add_missing: AddMissingSettings = AddMissingSettings()
     alerts: AlertSettings = AlertSettings()
-    endpoints: list[EndpointConfig] = Field(min_length=1)
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
+    discover: list[DiscoverSettings] = Field(default_factory=list)
 
     def wants_add(self, endpoint: EndpointConfig) -> bool:
-        """Per-endpoint ``add_if_missing`` wins over the global switch."""
+        """Per-endpoint ``add_if_missing`` wins over the global switch; only AWS endpoints
+        can be added (Azure and GCP need addresses only the operator's cloud knows)."""
+        if endpoint.cloud_provider is not CloudProvider.AWS:
+            return False
         if endpoint.add_if_missing is not None:
             return endpoint.add_if_missing
         return self.add_missing.enabled
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Credentials:
-    public_key: str
-    private_key: SecretStr
-    private_key_source: str
-    """The environment variable (and file) the private key came from, for ``check``."""
+    login: Login
+    secret_source: str
+    """The environment variable (and file) the private key or client secret came from, for
+    ``check``."""
     warnings: tuple[str, ...] = ()
     """Usable, but worth an operator's attention (a key file others may read)."""
 
+    @property
+    def secret(self) -> SecretStr:
+        """What must never be shown: the private key or the client secret."""
+        if isinstance(self.login, ServiceAccount):
+            return self.login.client_secret
+        return self.login.private_key
 
-@dataclass(frozen=True)
+    def describe(self) -> str:
+        if isinstance(self.login, ServiceAccount):
+            return (
+                f"service account {self.login.client_id}, client secret from {self.secret_source}"
+            )
+        return f"public key {self.login.public_key}, private key from {self.secret_source}"
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     """What the program runs on: the validated file plus the credentials from the environment."""
 
@@ -258,10 +351,40 @@ def parse_config(raw: object, environ: Mapping[str, str]) -> MonitorConfig:
         config = MonitorConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(flatten_validation_error(error)) from None
-    duplicates = _duplicate_endpoints(config.endpoints)
-    if duplicates:
-        raise ConfigError(duplicates)
+    problems = _duplicate_endpoints(config.endpoints) + _cross_section_problems(config)
+    if problems:
+        raise ConfigError(problems)
     return config
+
+
+def _cross_section_problems(config: MonitorConfig) -> list[str]:
+    """Rules that tie one section to another, which no single field can check."""
+    problems = []
+    v2 = config.atlas.api_version is ApiVersion.V2
+    if not config.endpoints and not config.discover:
+        problems.append("endpoints: give at least one endpoint, or a discover entry")
+    if config.discover and not v2:
+        problems.append("discover: needs atlas.api_version: v2")
+    for index, endpoint in enumerate(config.endpoints):
+        provider = endpoint.cloud_provider
+        if provider is not CloudProvider.AWS and not v2:
+            problems.append(
+                f"endpoints.{index}.cloud_provider: {provider} needs atlas.api_version: v2 "
+                "(v1.0 serves AWS only)"
+            )
+        if provider is not CloudProvider.AWS and endpoint.add_if_missing:
+            problems.append(
+                f"endpoints.{index}.add_if_missing: only AWS endpoints can be added; "
+                f"a {provider} endpoint needs details only your cloud account knows"
+            )
+    return problems
+
+
+def endpoint_key(ref: EndpointRef) -> EndpointRef:
+    """What makes two endpoints the same one: Azure resource ids ignore case."""
+    if ref.cloud_provider is CloudProvider.AZURE:
+        return dataclasses.replace(ref, interface_endpoint_id=ref.interface_endpoint_id.lower())
+    return ref
 
 
 def _duplicate_endpoints(endpoints: list[EndpointConfig]) -> list[str]:
@@ -269,7 +392,7 @@ def _duplicate_endpoints(endpoints: list[EndpointConfig]) -> list[str]:
     first_seen: dict[EndpointRef, int] = {}
     problems = []
     for index, endpoint in enumerate(endpoints):
-        earlier = first_seen.setdefault(endpoint.ref, index)
+        earlier = first_seen.setdefault(endpoint_key(endpoint.ref), index)
         if earlier != index:
             problems.append(f"endpoints.{index}: duplicate of endpoints.{earlier} ({endpoint.ref})")
     return problems
@@ -314,48 +437,79 @@ def _read_yaml(path: Path) -> object:
 
 
 def _credentials_from(env: Mapping[str, str]) -> tuple[Credentials | None, list[str]]:
-    problems = []
+    """An API key (Digest) or a service account (OAuth), whichever the environment holds;
+    both at once is a mistake an operator must resolve, not a choice made for them."""
     public_key = env.get(PUBLIC_KEY_ENV, "").strip()
+    client_id = env.get(CLIENT_ID_ENV, "").strip()
+    wants_service_account = bool(
+        client_id or env.get(CLIENT_SECRET_ENV, "").strip() or env.get(CLIENT_SECRET_FILE_ENV)
+    )
+    if public_key and wants_service_account:
+        return None, [
+            f"env.{CLIENT_ID_ENV}: set either an API key ({PUBLIC_KEY_ENV}, ...) or a service "
+            f"account ({CLIENT_ID_ENV}, ...), not both"
+        ]
+    if wants_service_account:
+        return _service_account_from(env, client_id)
+    problems = []
     if not public_key:
-        problems.append(f"env.{PUBLIC_KEY_ENV}: not set (the Atlas programmatic API public key)")
+        problems.append(
+            f"env.{PUBLIC_KEY_ENV}: not set (the Atlas programmatic API public key; or use a "
+            f"service account: {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV})"
+        )
     try:
-        private_key, source, warnings = _private_key_from(env)
+        private_key, source, warnings = _secret_from(env, PRIVATE_KEY_ENV, PRIVATE_KEY_FILE_ENV)
     except ConfigError as error:
         return None, problems + error.problems
     if problems:
         return None, problems
-    return Credentials(public_key, private_key, source, warnings), []
+    return Credentials(ApiKey(public_key, private_key), source, warnings), []
 
 
-def _private_key_from(env: Mapping[str, str]) -> tuple[SecretStr, str, tuple[str, ...]]:
-    """The key, where it came from (exactly one place, so an operator is never unsure), and
-    any warnings about how it is stored."""
-    inline = env.get(PRIVATE_KEY_ENV, "").strip()
-    key_file = env.get(PRIVATE_KEY_FILE_ENV, "").strip()
+def _service_account_from(
+    env: Mapping[str, str], client_id: str
+) -> tuple[Credentials | None, list[str]]:
+    problems = []
+    if not client_id:
+        problems.append(f"env.{CLIENT_ID_ENV}: not set (the service account's client id)")
+    try:
+        secret, source, warnings = _secret_from(env, CLIENT_SECRET_ENV, CLIENT_SECRET_FILE_ENV)
+    except ConfigError as error:
+        return None, problems + error.problems
+    if problems:
+        return None, problems
+    return Credentials(ServiceAccount(client_id, secret), source, warnings), []
+
+
+def _secret_from(
+    env: Mapping[str, str], inline_name: str, file_name: str
+) -> tuple[SecretStr, str, tuple[str, ...]]:
+    """The secret, where it came from (exactly one place, so an operator is never unsure),
+    and any warnings about how it is stored."""
+    inline = env.get(inline_name, "").strip()
+    key_file = env.get(file_name, "").strip()
     if inline and key_file:
-        raise ConfigError(
-            [f"env.{PRIVATE_KEY_ENV}: set only one of {PRIVATE_KEY_ENV} and {PRIVATE_KEY_FILE_ENV}"]
-        )
+        raise ConfigError([f"env.{inline_name}: set only one of {inline_name} and {file_name}"])
     if inline:
-        return SecretStr(inline), PRIVATE_KEY_ENV, ()
+        return SecretStr(inline), inline_name, ()
     if not key_file:
-        raise ConfigError([f"env.{PRIVATE_KEY_ENV}: not set (nor {PRIVATE_KEY_FILE_ENV})"])
+        raise ConfigError([f"env.{inline_name}: not set (nor {file_name})"])
     try:
         from_file = Path(key_file).read_text(encoding="utf-8").strip()
         mode = Path(key_file).stat().st_mode
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or type(error).__name__
-        # A key pasted into the _FILE variable by mistake must not be echoed back.
+        # A secret pasted into the _FILE variable by mistake must not be echoed back.
         shown = key_file if os.sep in key_file else "its value (not shown: not a path)"
-        raise ConfigError([f"env.{PRIVATE_KEY_FILE_ENV}: cannot read {shown}: {reason}"]) from None
+        raise ConfigError([f"env.{file_name}: cannot read {shown}: {reason}"]) from None
     if not from_file:
-        raise ConfigError([f"env.{PRIVATE_KEY_FILE_ENV}: {key_file} is empty"])
+        raise ConfigError([f"env.{file_name}: {key_file} is empty"])
     warnings: tuple[str, ...] = ()
     if stat.S_IMODE(mode) & 0o077:
         # Read-only for the owner is all the daemon needs; like ssh, say so, but carry on.
         warnings = (
-            f"env.{PRIVATE_KEY_FILE_ENV}: {key_file} has mode {stat.S_IMODE(mode):04o}, so "
-            "other users may read the private key; chmod 0400 it (Kubernetes: "
+            f"env.{file_name}: {key_file} has mode {stat.S_IMODE(mode):04o}, so "
+            "other users may read the secret in it; chmod 0400 it (Kubernetes: "
             "defaultMode: 0400)",
         )
-    return SecretStr(from_file), f"{PRIVATE_KEY_FILE_ENV} ({key_file})", warnings
+    return SecretStr(from_file), f"{file_name} ({key_file})", warnings

@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import SecretStr
 
-from monitor.atlas import API_ROOT
+from monitor.atlas import ApiKey
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack, serve_until_stopped
 from monitor.server import start_daemon
@@ -28,7 +28,7 @@ def demo_settings(simulator_url: str, port: int | None = None) -> Settings:
     if port is not None:
         raw["server"]["port"] = port
     config = parse_config(raw, {BASE_URL_ENV: simulator_url})
-    credentials = Credentials(DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY), "the demo")
+    credentials = Credentials(ApiKey(DEMO_PUBLIC_KEY, SecretStr(DEMO_PRIVATE_KEY)), "the demo")
     return Settings(config=config, credentials=credentials, source=Path(str(source)))
 
 
@@ -42,15 +42,15 @@ async def run_demo(simulator_host: str, simulator_port: int, port: int | None) -
         simulator_url = await serve_on_stack(
             services, simulator.app, simulator_host, simulator_port
         )
+        settings = demo_settings(simulator_url, port)
+        api_url = simulator_url + settings.config.atlas.api_version.root
         daemon_url = await start_daemon(
-            services,
-            demo_settings(simulator_url, port),
-            load=lambda: demo_settings(simulator_url, port),
+            services, settings, load=lambda: demo_settings(simulator_url, port)
         )
         print(
             f"\nMetrics:             {daemon_url}/metrics\n"
             f"Health / readiness:  {daemon_url}/healthz  {daemon_url}/readyz\n"
-            f"Simulated Atlas API: {simulator_url}{API_ROOT} (keys {DEMO_PUBLIC_KEY} / "
+            f"Simulated Atlas API: {api_url} (keys {DEMO_PUBLIC_KEY} / "
             f"{DEMO_PRIVATE_KEY})\n"
             f"Simulator stats:     {simulator_url}/_simulator/stats\n"
             "Alerts and events are the JSON lines below. Press Ctrl-C to stop.\n",

@@ -23,10 +23,10 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from monitor import __version__
-from monitor.alerts import AlertName
-from monitor.atlas import ConnectionStatus, EndpointRef
+from monitor.alerts import ENDPOINT_ALERTS, AlertName
+from monitor.atlas import ENDPOINT_STATUSES, SERVICE_STATUSES, ConnectionStatus, EndpointRef
 from monitor.config import EndpointConfig
-from monitor.state import EndpointState
+from monitor.state import EndpointState, ServiceKey, ServiceState
 
 ADD_RESULTS = ("added", "dry_run", "failed")
 OPENMETRICS_EOF = b"# EOF\n"
@@ -44,7 +44,9 @@ _FINAL_BLOCK = b"\x03\x00"
 """An empty final block of fixed codes: ends a deflate stream left open by sync flushes."""
 
 Snapshot = Sequence[tuple[EndpointConfig, EndpointState | None]]
-"""Every configured endpoint with its state, or None before its first poll."""
+"""Every watched endpoint with its state, or None before its first poll."""
+ServiceSnapshot = Sequence[tuple[ServiceKey, ServiceState | None]]
+"""Every watched endpoint service (v2) with its state, or None before its first poll."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ ENDPOINT_FAMILIES = (
     ),
     _Family(
         "atlas_interface_endpoint_info",
-        "Names and user labels of each configured endpoint; always 1.",
+        "Cloud provider, name and user labels of each watched endpoint; always 1.",
     ),
     _Family(
         "atlas_interface_endpoint_alert_firing",
@@ -86,8 +88,7 @@ CONFIGURED = _Family("atlas_monitor_endpoints_configured", "Endpoints in the con
 _NAMES = tuple(family.name for family in ENDPOINT_FAMILIES)
 _FLAGS = ("0.0", "1.0")
 """A 0/1 gauge's value, indexed by the bool."""
-_STATUSES = tuple((status, status.value) for status in ConnectionStatus)
-_ALERTS = tuple((alert, alert.value) for alert in AlertName)
+_ALERTS = tuple((alert, alert.value) for alert in ENDPOINT_ALERTS)
 
 # prometheus_client's own writers, typed here (they are untyped upstream).
 _go_float = cast(Callable[[float], str], floatToGoString)
@@ -330,6 +331,7 @@ class _Template:
             f'interface_endpoint_id="{_escape(endpoint.interface_endpoint_id)}"'
         )
         self.user_labels = user_labels
+        self._statuses = ENDPOINT_STATUSES[endpoint.cloud_provider]
         # Only the ids are kept, not 18 line prefixes: at 10,000 endpoints that is tens of MB.
         self._ids = ids
         # Status and alert lines depend on few possible values: written once, then reused.
@@ -339,7 +341,10 @@ class _Template:
             f',{key}="{_escape(endpoint.labels.get(key, ""))}"' for key in user_labels
         )
         name = _escape(endpoint.display_name)
-        self._info = f'{_NAMES[_INFO]}{{{ids},name="{name}"{user_pairs}}} 1.0\n'.encode()
+        provider = endpoint.cloud_provider.value
+        self._info = (
+            f'{_NAMES[_INFO]}{{{ids},cloud_provider="{provider}",name="{name}"{user_pairs}}} 1.0\n'
+        ).encode()
 
     def lines(self, state: EndpointState | None) -> tuple[bytes, ...]:
         """The endpoint's lines per family of ENDPOINT_FAMILIES.
@@ -374,8 +379,9 @@ class _Template:
         text = self._status_lines.get(current)
         if text is None:
             text = "".join(
-                f'{_NAMES[_STATUS]}{{{self._ids},status="{value}"}} {_FLAGS[status is current]}\n'
-                for status, value in _STATUSES
+                f'{_NAMES[_STATUS]}{{{self._ids},status="{status.value}"}} '
+                f"{_FLAGS[status is current]}\n"
+                for status in self._statuses
             ).encode()
             self._status_lines[current] = text
         return text
@@ -572,9 +578,12 @@ class MonitorMetrics:
         self,
         snapshot: Callable[[], Snapshot],
         state_of: Callable[[EndpointRef], EndpointState | None],
+        services: Callable[[], ServiceSnapshot] = list,
     ) -> None:
-        """Serve the endpoints of ``snapshot``, whose current state ``state_of`` tells."""
+        """Serve the endpoints of ``snapshot``, whose current state ``state_of`` tells, and
+        the endpoint services of ``services``."""
         self.registry.register(EndpointCollector(snapshot))
+        self._own.register(ServiceCollector(services))
         self._snapshot = snapshot
         self._state_of = state_of
         self._prepared = False
@@ -601,6 +610,56 @@ class MonitorMetrics:
             return Exposition((_Piece((generate_latest(self._own),)), *endpoints))
         own = _openmetrics_latest(self._own).removesuffix(OPENMETRICS_EOF)
         return Exposition((_Piece((own,)), *endpoints, _EOF))
+
+
+class ServiceCollector(Collector):
+    """Endpoint services (v2): a few per project, so plain families built at scrape time."""
+
+    def __init__(self, snapshot: Callable[[], ServiceSnapshot]) -> None:
+        self._snapshot = snapshot
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(self._families())
+
+    def collect(self) -> Iterator[Metric]:
+        status, up, error, info = families = self._families()
+        for key, state in self._snapshot():
+            ids = [key.group_id, key.service_id, key.cloud_provider.value]
+            info.add_metric([*ids, (state.region if state else None) or ""], 1)
+            up.add_metric(ids, state is not None and state.up)
+            if state is None or state.status is None:
+                continue
+            error.add_metric(ids, state.error_message is not None)
+            for known in SERVICE_STATUSES[key.cloud_provider]:
+                status.add_metric([*ids, known.value], known is state.status)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, ...]:
+        ids = ["group_id", "private_link_id", "cloud_provider"]
+        return (
+            GaugeMetricFamily(
+                "atlas_endpoint_service_status",
+                "Endpoint service status as a state set: 1 for the current status, 0 for the "
+                "others.",
+                labels=[*ids, "status"],
+            ),
+            GaugeMetricFamily(
+                "atlas_endpoint_service_up",
+                "1 if the last poll of the endpoint service got a valid answer.",
+                labels=ids,
+            ),
+            GaugeMetricFamily(
+                "atlas_endpoint_service_error",
+                "1 if Atlas reports an errorMessage for the endpoint service.",
+                labels=ids,
+            ),
+            GaugeMetricFamily(
+                "atlas_endpoint_service_info",
+                "Region of each watched endpoint service; always 1.",
+                labels=[*ids, "region"],
+            ),
+        )
 
 
 class _OptionalGauge(Collector):

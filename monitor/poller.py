@@ -14,22 +14,44 @@ import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import ValidationError
 
 from monitor.add_missing import add_if_missing
-from monitor.alerts import emit_alert
+from monitor.alerts import emit_alert, emit_service_alert
 from monitor.atlas import (
+    ApiVersion,
     AtlasClient,
     AtlasError,
     AtlasNotFoundError,
+    CloudProvider,
     ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
     RequestObserver,
+    ServiceStatus,
     describe_failure,
 )
-from monitor.config import EndpointConfig, MonitorConfig, Settings, endpoint_identity
-from monitor.metrics import MonitorMetrics, Snapshot
-from monitor.state import AddPolicy, EndpointState, Observation, advance, forget
+from monitor.config import (
+    DiscoverSettings,
+    EndpointConfig,
+    MonitorConfig,
+    Settings,
+    endpoint_identity,
+    endpoint_key,
+)
+from monitor.metrics import MonitorMetrics, ServiceSnapshot, Snapshot
+from monitor.state import (
+    AddPolicy,
+    EndpointState,
+    Observation,
+    ServiceKey,
+    ServiceObservation,
+    ServiceState,
+    advance,
+    advance_service,
+    forget,
+    forget_service,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -111,8 +133,8 @@ def build_client(settings: Settings, observer: RequestObserver | None = None) ->
     atlas = settings.config.atlas
     return AtlasClient(
         base_url=atlas.base_url,
-        public_key=settings.credentials.public_key,
-        private_key=settings.credentials.private_key,
+        login=settings.credentials.login,
+        api_version=atlas.api_version,
         timeout_seconds=atlas.timeout_seconds,
         max_retries=atlas.max_retries,
         max_connections=settings.config.poll.concurrency,
@@ -122,11 +144,88 @@ def build_client(settings: Settings, observer: RequestObserver | None = None) ->
 
 
 async def poll_once(settings: Settings) -> list[PollResult]:
-    """One read-only pass over every configured endpoint, for ``once``."""
+    """One read-only pass over every configured (and discovered) endpoint, for ``once``."""
+    config = settings.config
     async with build_client(settings) as client:
-        return await poll_endpoints(
-            client, settings.config.endpoints, settings.config.poll.concurrency
+        found = await discover_endpoints(client, config.discover, config.poll.concurrency)
+        endpoints = watched_endpoints(config.endpoints, found)
+        return await poll_endpoints(client, endpoints, config.poll.concurrency)
+
+
+Discovered = dict[tuple[str, CloudProvider], list[EndpointConfig] | None]
+"""Per (project, provider) of ``discover``: the endpoints found, or None if listing failed."""
+
+
+async def discover_endpoints(
+    client: AtlasClient, entries: Sequence[DiscoverSettings], concurrency: int
+) -> Discovered:
+    """List the endpoint services of every ``discover`` entry and provider."""
+    found: Discovered = {}
+
+    async def discover(job: tuple[DiscoverSettings, CloudProvider]) -> None:
+        entry, provider = job
+        try:
+            services = await client.list_endpoint_services(entry.group_id, provider)
+        except AtlasError as error:
+            # Keep watching what was found before: a failed listing says nothing about them.
+            log.warning(
+                "discovery_failed",
+                group_id=entry.group_id,
+                cloud_provider=provider.value,
+                cause=error.summary,
+            )
+            found[(entry.group_id, provider)] = None
+            return
+        found[(entry.group_id, provider)] = [
+            endpoint
+            for service in services
+            for endpoint_id in service.endpoint_ids
+            if (endpoint := _discovered_endpoint(entry, provider, service.service_id, endpoint_id))
+        ]
+
+    jobs = [(entry, provider) for entry in entries for provider in entry.cloud_providers]
+    await for_each_bounded(jobs, concurrency, discover)
+    return found
+
+
+def _discovered_endpoint(
+    entry: DiscoverSettings, provider: CloudProvider, service_id: str, endpoint_id: str
+) -> EndpointConfig | None:
+    try:
+        return EndpointConfig(
+            group_id=entry.group_id,
+            private_link_id=service_id,
+            cloud_provider=provider,
+            interface_endpoint_id=endpoint_id,
+            # An Azure id is a resource path; its last segment is the name people know.
+            name=endpoint_id.rsplit("/", 1)[-1] if provider is CloudProvider.AZURE else None,
+            labels=entry.labels,
         )
+    except ValidationError as error:
+        log.warning(
+            "discovered_endpoint_skipped",
+            group_id=entry.group_id,
+            private_link_id=service_id,
+            interface_endpoint_id=endpoint_id,
+            cause="; ".join(detail["msg"] for detail in error.errors(include_url=False)),
+        )
+        return None
+
+
+def watched_endpoints(
+    configured: Sequence[EndpointConfig], discovered: Discovered
+) -> list[EndpointConfig]:
+    """The config's endpoints, then those discovered that the config does not name (its
+    name, labels and add_if_missing win)."""
+    seen = {endpoint_key(endpoint.ref) for endpoint in configured}
+    watched = list(configured)
+    for endpoints in discovered.values():
+        for endpoint in endpoints or ():
+            key = endpoint_key(endpoint.ref)
+            if key not in seen:
+                seen.add(key)
+                watched.append(endpoint)
+    return watched
 
 
 class Monitor:
@@ -146,12 +245,20 @@ class Monitor:
         self.metrics = metrics
         self._clock = clock
         self._states: dict[EndpointRef, EndpointState] = {}
-        self._watched = {endpoint.ref for endpoint in config.endpoints}
+        self._endpoints: list[EndpointConfig] = []
+        self._watched: set[EndpointRef] = set()
+        self._discovered: Discovered = {}
+        self._services: dict[ServiceKey, ServiceState] = {}
+        self._service_keys: list[ServiceKey] = []
+        self._cycles_started = 0
         self._cycles_completed = 0
         self._cycle_finished = asyncio.Condition()
         metrics.poll_interval.set(config.poll.interval_seconds)
         metrics.config_loaded(clock())
-        metrics.watch(self.snapshot, self._states.get)
+        metrics.watch(self.snapshot, self._states.get, self.service_snapshot)
+        self._endpoints = list(config.endpoints)
+        self._watched = {endpoint.ref for endpoint in self._endpoints}
+        self._watch_services()
         metrics.prepare()
 
     @property
@@ -163,27 +270,76 @@ class Monitor:
     def cycles_completed(self) -> int:
         return self._cycles_completed
 
+    @property
+    def endpoints(self) -> list[EndpointConfig]:
+        """What is watched: the config's endpoints and those discovery found."""
+        return self._endpoints
+
     def snapshot(self) -> Snapshot:
-        return [(endpoint, self._states.get(endpoint.ref)) for endpoint in self.config.endpoints]
+        return [(endpoint, self._states.get(endpoint.ref)) for endpoint in self._endpoints]
+
+    def service_snapshot(self) -> ServiceSnapshot:
+        return [(key, self._services.get(key)) for key in self._service_keys]
 
     def reconfigure(self, config: MonitorConfig) -> None:
-        """Watch ``config`` from now on. Endpoints still configured keep their state (and
+        """Watch ``config`` from now on. Endpoints still watched keep their state (and
         their open alerts); those that left resolve their alerts and lose their series."""
-        kept = {endpoint.ref for endpoint in config.endpoints}
-        for endpoint in self.config.endpoints:
+        wanted = {
+            (entry.group_id, provider)
+            for entry in config.discover
+            for provider in entry.cloud_providers
+        }
+        self._discovered = {key: found for key, found in self._discovered.items() if key in wanted}
+        self.config = config
+        self.metrics.poll_interval.set(config.poll.interval_seconds)
+        self._watch(
+            watched_endpoints(config.endpoints, self._discovered),
+            removed_because="removed from the config",
+        )
+
+    def _watch(self, endpoints: list[EndpointConfig], removed_because: str) -> None:
+        """Make ``endpoints`` the watched ones: log who came and went, resolve the alerts of
+        those gone (nobody may wait for an alert that can no longer end), drop their series."""
+        kept = {endpoint.ref for endpoint in endpoints}
+        configured = {endpoint.ref for endpoint in self.config.endpoints}
+        for endpoint in self._endpoints:
             if endpoint.ref in kept:
                 continue
             state = self._states.pop(endpoint.ref, None)
-            log.info("endpoint_removed", **endpoint_identity(endpoint))
+            log.info("endpoint_removed", **endpoint_identity(endpoint), reason=removed_because)
             for event in forget(state) if state is not None else []:
                 emit_alert(endpoint, event)
-        for endpoint in config.endpoints:
+        for endpoint in endpoints:
             if endpoint.ref not in self._watched:
-                log.info("endpoint_added_to_config", **endpoint_identity(endpoint))
-        self.config = config
+                what = (
+                    "endpoint_added_to_config"
+                    if endpoint.ref in configured
+                    else "endpoint_discovered"
+                )
+                log.info(
+                    what,
+                    **endpoint_identity(endpoint),
+                    cloud_provider=endpoint.cloud_provider.value,
+                )
+        self._endpoints = endpoints
         self._watched = kept
-        self.metrics.poll_interval.set(config.poll.interval_seconds)
+        self._watch_services()
         self.metrics.prepare()
+
+    def _watch_services(self) -> None:
+        """v2 watches the endpoint service of every watched endpoint, once each."""
+        keys: list[ServiceKey] = []
+        if self.config.atlas.api_version is ApiVersion.V2:
+            keys = sorted(
+                {
+                    ServiceKey(endpoint.group_id, endpoint.cloud_provider, endpoint.private_link_id)
+                    for endpoint in self._endpoints
+                }
+            )
+        for key in set(self._services) - set(keys):
+            for event in forget_service(self._services.pop(key)):
+                emit_service_alert(key, event)
+        self._service_keys = keys
 
     def state_of(self, endpoint: EndpointConfig) -> EndpointState | None:
         return self._states.get(endpoint.ref)
@@ -196,10 +352,18 @@ class Monitor:
     async def run_cycle(self, client: AtlasClient) -> None:
         """Poll every endpoint once, advancing each one's state as soon as it is known."""
         started = time.perf_counter()
+        concurrency = self.config.poll.concurrency
+        if (
+            self.config.discover
+            and self._cycles_started % self.config.poll.discover_every_cycles == 0
+        ):
+            await self._discover(client)
+        self._cycles_started += 1
         await for_each_bounded(
-            self.config.endpoints,
-            self.config.poll.concurrency,
-            lambda endpoint: self._check(client, endpoint),
+            self._service_keys, concurrency, lambda key: self._check_service(client, key)
+        )
+        await for_each_bounded(
+            self._endpoints, concurrency, lambda endpoint: self._check(client, endpoint)
         )
         duration = time.perf_counter() - started
         self.metrics.cycle_finished(duration, at=self._clock())
@@ -207,6 +371,40 @@ class Monitor:
         async with self._cycle_finished:
             self._cycles_completed += 1
             self._cycle_finished.notify_all()
+
+    async def _discover(self, client: AtlasClient) -> None:
+        found = await discover_endpoints(client, self.config.discover, self.config.poll.concurrency)
+        for key, endpoints in found.items():
+            if endpoints is not None or key not in self._discovered:
+                self._discovered[key] = endpoints
+        self._watch(
+            watched_endpoints(self.config.endpoints, self._discovered),
+            removed_because="no longer listed by its endpoint service",
+        )
+
+    async def _check_service(self, client: AtlasClient, key: ServiceKey) -> None:
+        try:
+            try:
+                answer = await client.get_endpoint_service(
+                    key.group_id, key.cloud_provider, key.service_id
+                )
+                observation = ServiceObservation(answer=answer)
+            except AtlasNotFoundError:
+                observation = ServiceObservation(missing=True)
+            except AtlasError as error:
+                observation = ServiceObservation(failure=error.summary)
+            if key not in self._service_keys:
+                return  # no longer watched since the request went out
+            previous = self._services.get(key, ServiceState())
+            transition = advance_service(previous, observation, self._clock(), self.config.alerts)
+            self._services[key] = transition.state
+            _log_service_change(key, previous, transition.state)
+            for event in transition.events:
+                emit_service_alert(key, event)
+                if event.firing:
+                    self.metrics.alerts.labels(event.alert.value).inc()
+        except Exception:
+            log.exception("endpoint_service_check_failed", **_service_identity(key))
 
     async def _check(self, client: AtlasClient, endpoint: EndpointConfig) -> None:
         try:
@@ -238,7 +436,7 @@ class Monitor:
         states = [state for _, state in self.snapshot() if state is not None]
         summary = {
             "duration_seconds": round(duration, 3),
-            "endpoints": len(self.config.endpoints),
+            "endpoints": len(self._endpoints),
             "up": sum(state.up for state in states),
             "firing_alerts": sum(len(state.firing) for state in states),
         }
@@ -318,6 +516,31 @@ class PollScheduler:
             reason="previous cycle still running",
             interval_seconds=self._monitor.config.poll.interval_seconds,
         )
+
+
+def _service_identity(key: ServiceKey) -> dict[str, str]:
+    return {
+        "group_id": key.group_id,
+        "private_link_id": key.service_id,
+        "cloud_provider": key.cloud_provider.value,
+    }
+
+
+def _log_service_change(key: ServiceKey, previous: ServiceState, state: ServiceState) -> None:
+    identity = _service_identity(key)
+    if state.raw_status != previous.raw_status and state.raw_status is not None:
+        log.info(
+            "endpoint_service_status_changed",
+            **identity,
+            status=state.raw_status,
+            previous_status=previous.raw_status,
+        )
+        if state.status is ServiceStatus.UNKNOWN:
+            log.warning("unknown_endpoint_service_status", **identity, raw_status=state.raw_status)
+    if state.missing and not previous.missing:
+        log.warning("endpoint_service_not_found", **identity)
+    if state.last_failure and not state.missing and previous.up is not state.up:
+        log.warning("endpoint_service_poll_failed", **identity, cause=state.last_failure)
 
 
 def _log_endpoint_change(

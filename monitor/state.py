@@ -12,17 +12,36 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from monitor.alerts import AlertName
-from monitor.atlas import ConnectionStatus, InterfaceEndpoint
+from monitor.alerts import ENDPOINT_ALERTS, SERVICE_ALERTS, AlertName
+from monitor.atlas import (
+    CloudProvider,
+    ConnectionStatus,
+    EndpointService,
+    InterfaceEndpoint,
+    ServiceStatus,
+)
 from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
 
 PROVISIONING_STATUSES = frozenset(
-    {ConnectionStatus.NONE, ConnectionStatus.PENDING_ACCEPTANCE, ConnectionStatus.PENDING}
+    {
+        ConnectionStatus.NONE,
+        ConnectionStatus.PENDING_ACCEPTANCE,
+        ConnectionStatus.PENDING,
+        ConnectionStatus.INITIATING,
+        ConnectionStatus.VERIFIED,
+    }
 )
-"""Statuses an endpoint passes through on its way to AVAILABLE; staying among them is "stuck"."""
+"""Statuses an endpoint passes through on its way to AVAILABLE (AWS: NONE, PENDING_ACCEPTANCE,
+PENDING; Azure and GCP: INITIATING, and GCP's VERIFIED); staying among them is "stuck"."""
 
 ANSWER_CONDITIONS = frozenset(
-    {AlertName.REJECTED, AlertName.ERROR_MESSAGE, AlertName.NOT_FOUND, AlertName.STUCK}
+    {
+        AlertName.REJECTED,
+        AlertName.FAILED,
+        AlertName.ERROR_MESSAGE,
+        AlertName.NOT_FOUND,
+        AlertName.STUCK,
+    }
 )
 """Conditions only an answer from Atlas can start or end; a failed poll leaves them as they are."""
 
@@ -88,8 +107,8 @@ class AlertEvent:
 
     alert: AlertName
     firing: bool
-    connection_status: ConnectionStatus | None
-    previous_status: ConnectionStatus | None
+    connection_status: ConnectionStatus | ServiceStatus | None
+    previous_status: ConnectionStatus | ServiceStatus | None
     error_message: str | None
 
 
@@ -110,19 +129,34 @@ def advance(
     """
     state = _observe(previous, observation, now)
     conditions = _conditions(previous, state, observation, now, rules)
-    events = []
-    firing = dict(previous.firing)
-    for alert in AlertName:
-        was_firing = alert in previous.firing
+    firing, changes = _alert_changes(ENDPOINT_ALERTS, previous.firing, conditions, now, rules)
+    events = [
+        _event(alert, firing=fires, previous=previous, state=state) for alert, fires in changes
+    ]
+    return Transition(replace(state, firing=firing), events)
+
+
+def _alert_changes(
+    alerts: tuple[AlertName, ...],
+    was_firing: Mapping[AlertName, float],
+    conditions: set[AlertName],
+    now: float,
+    rules: AlertSettings,
+) -> tuple[dict[AlertName, float], list[tuple[AlertName, bool]]]:
+    """Fire once when a condition starts, resolve once when it ends, remind if asked: the
+    alerts firing afterwards (each with when it was last emitted) and the lines owed."""
+    firing = dict(was_firing)
+    changes = []
+    for alert in alerts:
         if alert in conditions and (
-            not was_firing or _reminder_due(previous.firing[alert], now, rules)
+            alert not in was_firing or _reminder_due(was_firing[alert], now, rules)
         ):
             firing[alert] = now
-            events.append(_event(alert, firing=True, previous=previous, state=state))
-        elif alert not in conditions and was_firing:
+            changes.append((alert, True))
+        elif alert not in conditions and alert in was_firing:
             del firing[alert]
-            events.append(_event(alert, firing=False, previous=previous, state=state))
-    return Transition(replace(state, firing=firing), events)
+            changes.append((alert, False))
+    return firing, changes
 
 
 def forget(state: EndpointState) -> list[AlertEvent]:
@@ -130,7 +164,7 @@ def forget(state: EndpointState) -> list[AlertEvent]:
     nobody may be left waiting for an alert that can no longer end."""
     return [
         _event(alert, firing=False, previous=state, state=state)
-        for alert in AlertName
+        for alert in ENDPOINT_ALERTS
         if alert in state.firing
     ]
 
@@ -198,6 +232,8 @@ def _conditions(
     else:
         if state.status is ConnectionStatus.REJECTED:
             conditions.add(AlertName.REJECTED)
+        if state.status is ConnectionStatus.FAILED:
+            conditions.add(AlertName.FAILED)
         if state.error_message is not None:
             conditions.add(AlertName.ERROR_MESSAGE)
         if state.missing:
@@ -294,7 +330,95 @@ def next_add_action(state: EndpointState, observation: Observation, policy: AddP
 
 
 def _failed(answer: InterfaceEndpoint) -> bool:
-    """REJECTED or an errorMessage, and not already on its way out."""
+    """REJECTED (or FAILED) or an errorMessage, and not already on its way out."""
     if answer.delete_requested or answer.connection_status is ConnectionStatus.DELETING:
         return False
-    return answer.connection_status is ConnectionStatus.REJECTED or answer.error_message is not None
+    return (
+        answer.connection_status in (ConnectionStatus.REJECTED, ConnectionStatus.FAILED)
+        or answer.error_message is not None
+    )
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    """One endpoint service: Atlas' side of the private link that endpoints connect to."""
+
+    group_id: str
+    cloud_provider: CloudProvider
+    service_id: str
+
+
+@dataclass(frozen=True)
+class ServiceObservation:
+    answer: EndpointService | None = None
+    missing: bool = False
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    status: ServiceStatus | None = None
+    raw_status: str | None = None
+    region: str | None = None
+    error_message: str | None = None
+    up: bool = False
+    missing: bool = False
+    last_failure: str | None = None
+    firing: Mapping[AlertName, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceTransition:
+    state: ServiceState
+    events: list[AlertEvent]
+
+
+def advance_service(
+    previous: ServiceState, observation: ServiceObservation, now: float, rules: AlertSettings
+) -> ServiceTransition:
+    """An endpoint service's next state and alert lines, by the same fire-once rules as an
+    endpoint's. A failed poll keeps what was known, and what was firing."""
+    answer = observation.answer
+    if answer is not None:
+        state = replace(
+            previous,
+            status=answer.status,
+            raw_status=answer.raw_status,
+            region=answer.region,
+            error_message=answer.error_message,
+            up=True,
+            missing=False,
+            last_failure=None,
+        )
+    elif observation.missing:
+        state = ServiceState(missing=True, last_failure="not found in Atlas")
+    else:
+        state = replace(previous, up=False, last_failure=observation.failure)
+    conditions: set[AlertName] = set()
+    if observation.failure is not None:
+        conditions |= previous.firing.keys()
+    else:
+        if state.status is ServiceStatus.FAILED:
+            conditions.add(AlertName.SERVICE_FAILED)
+        if state.error_message is not None:
+            conditions.add(AlertName.SERVICE_ERROR_MESSAGE)
+    firing, changes = _alert_changes(SERVICE_ALERTS, previous.firing, conditions, now, rules)
+    events = [_service_event(alert, fires, previous, state) for alert, fires in changes]
+    return ServiceTransition(replace(state, firing=firing), events)
+
+
+def forget_service(state: ServiceState) -> list[AlertEvent]:
+    """Resolutions owed when no watched endpoint uses the service any more."""
+    return [_service_event(alert, False, state, state) for alert in state.firing]
+
+
+def _service_event(
+    alert: AlertName, firing: bool, previous: ServiceState, state: ServiceState
+) -> AlertEvent:
+    return AlertEvent(
+        alert=alert,
+        firing=firing,
+        connection_status=state.status,
+        previous_status=previous.status,
+        error_message=state.error_message,
+    )

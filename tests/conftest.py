@@ -38,7 +38,7 @@ from aioresponses import aioresponses
 from pydantic import SecretStr
 from yarl import URL
 
-from monitor.atlas import AtlasClient
+from monitor.atlas import ApiKey, AtlasClient
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack
 from monitor.metrics import MonitorMetrics
@@ -90,7 +90,7 @@ def settings_for(base_url: str, **sections: Any) -> Settings:
     document["poll"] = {"max_requests_per_minute": None, **document.get("poll", {})}
     document.setdefault("server", {"host": "127.0.0.1", "port": 9479})
     config = parse_config(document, {BASE_URL_ENV: base_url})
-    credentials = Credentials(PUBLIC_KEY, SecretStr(PRIVATE_KEY), "the test")
+    credentials = Credentials(ApiKey(PUBLIC_KEY, SecretStr(PRIVATE_KEY)), "the test")
     return Settings(config=config, credentials=credentials, source=Path("test-config.yaml"))
 
 

@@ -20,6 +20,8 @@ from yarl import URL
 from monitor import __version__
 from monitor.atlas import (
     MAX_BODY_BYTES,
+    ApiKey,
+    ApiVersion,
     AtlasAuthError,
     AtlasBadResponseError,
     AtlasClient,
@@ -45,8 +47,9 @@ from tests.conftest import (
 
 BASE = "https://atlas.test"
 REF = EndpointRef(GROUP_ID, PRIVATE_LINK_ID, ENDPOINT_ID)
-ENDPOINT_URL = f"{BASE}/api/atlas/v1.0{REF.path}"
-COLLECTION_URL = f"{BASE}/api/atlas/v1.0{REF.collection_path}"
+V1 = ApiVersion.V1
+ENDPOINT_URL = f"{BASE}/api/atlas/v1.0{V1.endpoint_path(REF)}"
+COLLECTION_URL = f"{BASE}/api/atlas/v1.0{V1.endpoints_path(REF)}"
 
 
 def endpoint_body(status: str = "AVAILABLE", **fields: Any) -> dict[str, Any]:
@@ -89,8 +92,7 @@ def make_client(sleeps: Sleeps) -> Callable[..., AtlasClient]:
     def make(**overrides: Any) -> AtlasClient:
         options: dict[str, Any] = {
             "base_url": BASE,
-            "public_key": PUBLIC_KEY,
-            "private_key": SecretStr(PRIVATE_KEY),
+            "login": ApiKey(PUBLIC_KEY, SecretStr(PRIVATE_KEY)),
             "timeout_seconds": 5,
             "max_retries": 3,
             "sleep": sleeps,
@@ -117,7 +119,7 @@ async def serve_endpoint() -> AsyncIterator[ServeEndpoint]:
 
     async def serve(handler: Handler) -> str:
         app = web.Application()
-        app.router.add_get(f"/api/atlas/v1.0{REF.path}", handler)
+        app.router.add_get(f"/api/atlas/v1.0{V1.endpoint_path(REF)}", handler)
         server = TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
@@ -191,7 +193,7 @@ async def test_client_errors_are_typed_and_not_retried(
             await client.get_interface_endpoint(REF)
     assert getattr(caught.value, "status", None) == status
     assert getattr(caught.value, "error_code", None) == error_code
-    assert str(caught.value).startswith(f"GET {REF.path}: {status}")
+    assert str(caught.value).startswith(f"GET {V1.endpoint_path(REF)}: {status}")
     assert calls(atlas, "GET", ENDPOINT_URL) == 1
     assert sleeps.delays == []
 
@@ -588,7 +590,9 @@ async def test_wrong_private_key_is_an_auth_error_with_atlas_words(
     make_client: MakeClient, start_simulator: StartSimulator, sleeps: Sleeps
 ) -> None:
     simulator, url = await start_simulator(one_endpoint_scenario())
-    async with make_client(base_url=url, private_key=SecretStr("not-the-key")) as client:
+    async with make_client(
+        base_url=url, login=ApiKey(PUBLIC_KEY, SecretStr("not-the-key"))
+    ) as client:
         with pytest.raises(AtlasAuthError) as caught:
             await client.get_interface_endpoint(REF)
     assert caught.value.status == 401
@@ -714,7 +718,7 @@ async def test_paced_requests_of_one_project_are_spaced_and_other_projects_are_n
     make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
 ) -> None:
     other = EndpointRef("6a1f3c9e2b7d4f0a8c5e1d3b", PRIVATE_LINK_ID, ENDPOINT_ID)
-    other_url = f"{BASE}/api/atlas/v1.0{other.path}"
+    other_url = f"{BASE}/api/atlas/v1.0{V1.endpoint_path(other)}"
     atlas.get(ENDPOINT_URL, payload=endpoint_body(), repeat=True)
     atlas.get(other_url, payload=endpoint_body(), repeat=True)
     async with make_client(max_requests_per_minute=60) as client:

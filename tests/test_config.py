@@ -4,7 +4,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
+from monitor.atlas import ApiKey
 from monitor.config import (
     DEFAULT_BASE_URL,
     DEFAULT_PORT,
@@ -75,18 +77,21 @@ def test_minimal_config_gets_contract_defaults() -> None:
         ),
         (
             config_document(endpoints=[endpoint_entry(interface_endpoint_id="vpce-123")]),
-            "endpoints.0.interface_endpoint_id: must be 'vpce-' followed by 8 or 17",
+            "endpoints.0.interface_endpoint_id: must be an AWS interface endpoint id: 'vpce-'",
         ),
         (
             config_document(endpoints=[endpoint_entry(interface_endpoint_id="vpc-0b9c5701")]),
-            "endpoints.0.interface_endpoint_id: must be 'vpce-'",
+            "endpoints.0.interface_endpoint_id: must be an AWS interface endpoint id: 'vpce-'",
         ),
         (
             config_document(endpoints=[{"group_id": GROUP_ID}]),
             "endpoints.0.private_link_id: required",
         ),
-        (config_document(endpoints=[]), "endpoints: List should have at least 1 item"),
-        ({}, "endpoints: required"),
+        (
+            config_document(endpoints=[]),
+            "endpoints: give at least one endpoint, or a discover entry",
+        ),
+        ({}, "endpoints: give at least one endpoint, or a discover entry"),
         (
             config_document(poll={"interval_seconds": 0}),
             "poll.interval_seconds: Input should be greater than 0",
@@ -217,8 +222,8 @@ def test_per_endpoint_add_if_missing_overrides_global_switch() -> None:
 
 def test_load_settings_reads_credentials(write_config: WriteConfig) -> None:
     settings = load_settings(write_config(), CREDENTIALS_ENV)
-    assert settings.credentials.public_key == "test-public-key"
-    assert settings.credentials.private_key.get_secret_value() == PRIVATE_KEY
+    assert settings.credentials.login == ApiKey("test-public-key", SecretStr(PRIVATE_KEY))
+    assert settings.credentials.secret.get_secret_value() == PRIVATE_KEY
     assert PRIVATE_KEY not in repr(settings)
 
 
@@ -231,7 +236,7 @@ def test_private_key_may_come_from_a_file(write_config: WriteConfig, tmp_path: P
     }
     key_file.chmod(0o400)
     settings = load_settings(write_config(), env)
-    assert settings.credentials.private_key.get_secret_value() == PRIVATE_KEY
+    assert settings.credentials.secret.get_secret_value() == PRIVATE_KEY
     assert settings.credentials.warnings == ()
 
 
@@ -249,7 +254,7 @@ def test_a_key_file_others_may_read_is_warned_about_but_used(
 
     credentials = load_settings(write_config(), env).credentials
 
-    assert credentials.private_key.get_secret_value() == PRIVATE_KEY
+    assert credentials.secret.get_secret_value() == PRIVATE_KEY
     (warning,) = credentials.warnings
     assert warning.startswith(f"env.MONGODB_ATLAS_PRIVATE_API_KEY_FILE: {key_file} has mode ")
     assert f"{mode:04o}" in warning

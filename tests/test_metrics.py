@@ -18,8 +18,8 @@ from prometheus_client.samples import Sample
 
 from monitor import __version__
 from monitor import metrics as monitor_metrics
-from monitor.alerts import AlertName
-from monitor.atlas import ConnectionStatus, EndpointRef
+from monitor.alerts import ENDPOINT_ALERTS, AlertName
+from monitor.atlas import ENDPOINT_STATUSES, CloudProvider, ConnectionStatus, EndpointRef
 from monitor.config import EndpointConfig
 from monitor.metrics import MonitorMetrics
 from monitor.state import EndpointState
@@ -131,7 +131,7 @@ def test_before_the_first_answer_the_endpoint_is_down_and_named(
 
     registry = metrics.registry
     assert registry.get_sample_value(UP, ids()) == 0
-    info_labels = {**ids(), "name": expected_name, "team": "payments"}
+    info_labels = {**ids(), "cloud_provider": "AWS", "name": expected_name, "team": "payments"}
     assert registry.get_sample_value(INFO, info_labels) == 1
 
 
@@ -144,13 +144,16 @@ def test_before_the_first_answer_there_are_no_answer_series(
     assert samples(metrics, name) == []
 
 
-@pytest.mark.parametrize("current", list(ConnectionStatus))
+@pytest.mark.parametrize("current", ENDPOINT_STATUSES[CloudProvider.AWS])
 def test_status_is_a_state_set_with_one_series_per_status(
     metrics: MonitorMetrics, snapshot: SnapshotList, current: ConnectionStatus
 ) -> None:
     snapshot.append((endpoint(), state(status=current, raw_status=current.value)))
 
-    expected = {status.value: (1.0 if status is current else 0.0) for status in ConnectionStatus}
+    expected = {
+        status.value: (1.0 if status is current else 0.0)
+        for status in ENDPOINT_STATUSES[CloudProvider.AWS]
+    }
     assert len(expected) == 7
     assert status_values(metrics) == expected
     assert len(samples(metrics, STATUS)) == 7
@@ -245,12 +248,27 @@ def test_info_carries_the_union_of_user_labels_and_other_families_only_ids(
     snapshot.append((other, state()))
 
     registry = metrics.registry
-    first_info = {**ids(), "name": ENDPOINT_ID, "env": "prod", "region": "", "team": "payments"}
-    other_info = {**ids(OTHER_ENDPOINT_ID), "name": "other", "env": "", "region": "eu", "team": ""}
+    aws = {"cloud_provider": "AWS"}
+    first_info = {
+        **ids(),
+        **aws,
+        "name": ENDPOINT_ID,
+        "env": "prod",
+        "region": "",
+        "team": "payments",
+    }
+    other_info = {
+        **ids(OTHER_ENDPOINT_ID),
+        **aws,
+        "name": "other",
+        "env": "",
+        "region": "eu",
+        "team": "",
+    }
     assert registry.get_sample_value(INFO, first_info) == 1
     assert registry.get_sample_value(INFO, other_info) == 1
     info_label_names = {frozenset(sample.labels) for sample in samples(metrics, INFO)}
-    assert info_label_names == {ID_LABELS | {"name", "env", "region", "team"}}
+    assert info_label_names == {ID_LABELS | {"cloud_provider", "name", "env", "region", "team"}}
     for name in (UP, ERROR, DELETE_REQUESTED, STATUS_SINCE_SECONDS, LAST_SUCCESS_SECONDS):
         label_names = {frozenset(sample.labels) for sample in samples(metrics, name)}
         assert label_names == {ID_LABELS}, name
@@ -285,7 +303,7 @@ def alert_firing_values(metrics: MonitorMetrics) -> dict[str, float | None]:
     registry = metrics.registry
     return {
         alert.value: registry.get_sample_value(ALERT_FIRING, {**ids(), "alert": alert.value})
-        for alert in AlertName
+        for alert in ENDPOINT_ALERTS
     }
 
 
@@ -295,7 +313,7 @@ def test_every_alert_of_an_endpoint_is_zero_before_its_first_poll(
     snapshot.append((endpoint(), None))
 
     assert alert_firing_values(metrics) == dict.fromkeys(
-        ["rejected", "error_message", "not_found", "unreachable", "stuck"], 0
+        ["rejected", "failed", "error_message", "not_found", "unreachable", "stuck"], 0
     )
 
 
@@ -311,6 +329,7 @@ def test_alert_firing_is_one_exactly_for_the_firing_alerts(
         "not_found": 0,
         "unreachable": 1,
         "stuck": 0,
+        "failed": 0,
     }
     label_names = {frozenset(sample.labels) for sample in samples(metrics, ALERT_FIRING)}
     assert label_names == {ID_LABELS | {"alert"}}
@@ -359,7 +378,7 @@ def test_every_alert_counter_starts_at_zero(alert: str) -> None:
     assert registry.get_sample_value("atlas_monitor_alerts_total", {"alert": alert}) == 0
 
 
-def test_there_are_five_alert_counters() -> None:
+def test_there_is_one_alert_counter_per_alert() -> None:
     alert_samples = [
         sample
         for sample in samples(MonitorMetrics(), "atlas_monitor_alerts")
@@ -372,6 +391,9 @@ def test_there_are_five_alert_counters() -> None:
         "not_found",
         "unreachable",
         "stuck",
+        "failed",
+        "service_failed",
+        "service_error_message",
     }
 
 
@@ -481,7 +503,7 @@ def test_openmetrics_rendering_ends_with_eof_and_status_is_a_gauge(
         parsed.name: parsed for parsed in openmetrics_parser.text_string_to_metric_families(text)
     }
     assert families[STATUS].type == "gauge"
-    assert len(families[STATUS].samples) == len(ConnectionStatus)
+    assert len(families[STATUS].samples) == len(ENDPOINT_STATUSES[CloudProvider.AWS])
     assert families["atlas_monitor_api_requests"].type == "counter"
     assert families[INFO].type == "gauge"
 
@@ -522,7 +544,13 @@ def test_label_values_that_need_escaping_survive_the_official_parser(
 ) -> None:
     snapshot.extend(varied_snapshot())
 
-    info = {**ids(), "name": 'quote " back \\ slash', "team": "a\nb", "env": ""}
+    info = {
+        **ids(),
+        "cloud_provider": "AWS",
+        "name": 'quote " back \\ slash',
+        "team": "a\nb",
+        "env": "",
+    }
     assert metrics.registry.get_sample_value(INFO, info) == 1
     assert list(openmetrics_parser.text_string_to_metric_families(serve(metrics, openmetrics=True)))
 

@@ -11,6 +11,8 @@ from structlog.testing import capture_logs
 
 from monitor.alerts import AlertName
 from monitor.atlas import (
+    ApiKey,
+    ApiVersion,
     AtlasClient,
     AtlasServerError,
     ConnectionStatus,
@@ -76,7 +78,11 @@ class GatedClient:
             raise KeyError("a bug")
         if endpoint_id in self.failing:
             raise AtlasServerError(
-                method="GET", path=ref.path, status=500, error_code="UNEXPECTED_ERROR", detail=None
+                method="GET",
+                path=ApiVersion.V1.endpoint_path(ref),
+                status=500,
+                error_code="UNEXPECTED_ERROR",
+                detail=None,
             )
         return InterfaceEndpoint(endpoint_id, ConnectionStatus.AVAILABLE, "AVAILABLE", None, False)
 
@@ -127,8 +133,7 @@ async def test_a_concurrent_first_cycle_pays_the_digest_challenge_once(
     simulator, url = await start_simulator(scenario)
     client = AtlasClient(
         base_url=url,
-        public_key=PUBLIC_KEY,
-        private_key=SecretStr(PRIVATE_KEY),
+        login=ApiKey(PUBLIC_KEY, SecretStr(PRIVATE_KEY)),
         timeout_seconds=5,
         max_retries=0,
         max_connections=4,

@@ -33,7 +33,7 @@ import structlog
 import yaml
 from pydantic import SecretStr
 
-from monitor.atlas import AtlasClient, AtlasError, EndpointRef, describe_failure
+from monitor.atlas import ApiKey, AtlasClient, AtlasError, EndpointRef, describe_failure
 from monitor.cli import main
 from monitor.config import (
     PRIVATE_KEY_ENV,
@@ -575,13 +575,13 @@ def test_reprs_of_settings_credentials_config_and_client_hide_the_key(tmp_path: 
     )
     texts = []
     for settings in (from_env, from_file):
-        assert settings.credentials.private_key.get_secret_value() == key
+        assert settings.credentials.secret.get_secret_value() == key
         client = build_client(settings)
         for thing in (
             settings,
             settings.credentials,
             settings.config,
-            settings.credentials.private_key,
+            settings.credentials.secret,
             dataclasses.asdict(settings),
             client,
             vars(client),
@@ -630,8 +630,7 @@ def client_for(url: str, private_key: str, **options: Any) -> AtlasClient:
 
     return AtlasClient(
         base_url=url,
-        public_key=PUBLIC_KEY,
-        private_key=SecretStr(private_key),
+        login=ApiKey(PUBLIC_KEY, SecretStr(private_key)),
         timeout_seconds=TIMEOUT_SECONDS,
         max_retries=1,
         sleep=no_back_off,

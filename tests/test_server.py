@@ -12,7 +12,7 @@ from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
 
 from monitor import __version__
-from monitor.atlas import ConnectionStatus
+from monitor.atlas import ENDPOINT_STATUSES, CloudProvider
 from monitor.config import ConfigError, EndpointConfig, Settings
 from monitor.simulator import Fault, Scenario
 from tests.conftest import (
@@ -70,7 +70,7 @@ async def test_metrics_show_the_state_set_of_every_endpoint(
 
     for entry, current in ((HEALTHY, "AVAILABLE"), (REJECTED, "REJECTED")):
         ids = ids_of(entry)
-        for status in ConnectionStatus:
+        for status in ENDPOINT_STATUSES[CloudProvider.AWS]:
             expected = 1 if status.value == current else 0
             assert (
                 value(samples, "atlas_interface_endpoint_status", **ids, status=status) == expected
@@ -79,7 +79,12 @@ async def test_metrics_show_the_state_set_of_every_endpoint(
         assert value(samples, "atlas_interface_endpoint_error", **ids) == 0
         assert value(samples, "atlas_interface_endpoint_delete_requested", **ids) == 0
     info = value(
-        samples, "atlas_interface_endpoint_info", **ids_of(HEALTHY), name="orders", env="prod"
+        samples,
+        "atlas_interface_endpoint_info",
+        **ids_of(HEALTHY),
+        cloud_provider="AWS",
+        name="orders",
+        env="prod",
     )
     assert info == 1
     assert value(samples, "atlas_monitor_alerts_total", alert="rejected") == 1

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import re
+from base64 import b64encode
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 import yaml
+import yarl
 from multidict import CIMultiDictProxy
 from pydantic import ValidationError
 
@@ -187,7 +191,12 @@ class Harness:
         return f"{self.base_url}{path}{query}"
 
     async def call(
-        self, method: str, url: str, *, session: aiohttp.ClientSession | None = None, **kwargs: Any
+        self,
+        method: str,
+        url: str | yarl.URL,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        **kwargs: Any,
     ) -> Answer:
         async with (session or self.client).request(method, url, **kwargs) as response:
             return Answer(response.status, await response.text(), response.headers)
@@ -208,7 +217,11 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(
-            served: Scenario | None = None, *, client_private_key: str = PRIVATE_KEY
+            served: Scenario | None = None,
+            *,
+            client_private_key: str = PRIVATE_KEY,
+            client_id: str | None = None,
+            client_secret: str | None = None,
         ) -> Harness:
             clock, sleep = FakeClock(), RecordingSleep()
             simulator = Simulator(
@@ -217,6 +230,8 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
                 private_key=PRIVATE_KEY,
                 clock=clock,
                 sleep=sleep,
+                client_id=client_id,
+                client_secret=client_secret,
             )
             url = await serve_on_stack(stack, simulator.app, "127.0.0.1", 0)
             wire = WireLog()
@@ -827,6 +842,7 @@ async def test_control_routes_steer_the_simulator_without_being_counted(
         "challenges": 1,
         "requests": {"GET": {"401": 1, "200": 1, "503": 1, "404": 1}},
         "by_endpoint": {"GET": {ENDPOINT: 3}},
+        "token_requests": {},
     }
 
 
@@ -983,7 +999,9 @@ def test_default_scenario_holds_the_seven_demo_endpoints() -> None:
     demo = default_scenario()
 
     summary = {
-        entry.interface_endpoint_id: (entry.exists, entry.status) for entry in demo.endpoints
+        entry.interface_endpoint_id: (entry.exists, entry.status)
+        for entry in demo.endpoints
+        if entry.cloud_provider == "AWS"
     }
     assert demo.step_seconds == 10
     assert summary == {
@@ -1030,3 +1048,992 @@ def test_the_documented_scenario_example_is_valid() -> None:
     documented = Scenario.model_validate(yaml.safe_load(example))
 
     assert [fault.times for fault in documented.endpoints[0].faults] == [1, 1, 2, None, 1]
+
+
+# Atlas v2: endpoint services and private endpoints of AWS, Azure and GCP
+
+V2_ROOT = "/api/atlas/v2"
+V2_ACCEPT = {"Accept": "application/vnd.atlas.2023-01-01+json"}
+V2_CONTENT_TYPE = "application/vnd.atlas.2023-01-01+json;charset=utf-8"
+AZURE_SERVICE = "65a1b2c3d4e5f60718293a4b"
+GCP_SERVICE = "65a1b2c3d4e5f60718293a5c"
+AZURE_ID = (
+    "/subscriptions/3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b/resourceGroups/payments-rg"
+    "/providers/Microsoft.Network/privateEndpoints/payments-pe"
+)
+NEW_AZURE_ID = AZURE_ID.replace("payments", "orders")
+GCP_NAME = "analytics-psc"
+NEW_AWS = "vpce-0e4f6a8b0c2d3e5f7"
+CLIENT_ID = "mdb_sa_id_0123456789abcdef01234567"
+CLIENT_SECRET = "mdb_sa_sk_not-a-real-secret-4f1e"
+SERVICE_OF = {"AWS": LINK, "AZURE": AZURE_SERVICE, "GCP": GCP_SERVICE}
+EXISTING_OF = {"AWS": ENDPOINT, "AZURE": AZURE_ID, "GCP": GCP_NAME}
+NEW_OF = {"AWS": NEW_AWS, "AZURE": NEW_AZURE_ID, "GCP": "ml-psc"}
+POST_BODY_OF: dict[str, dict[str, Any]] = {
+    "AWS": {"id": NEW_AWS},
+    "AZURE": {"id": NEW_AZURE_ID, "privateEndpointIPAddress": "10.0.0.4"},
+    "GCP": {
+        "endpointGroupName": "ml-psc",
+        "endpoints": [{"endpointName": "ml-psc-0", "ipAddress": "10.0.0.5"}],
+        "gcpProjectId": "p-0123456789",
+    },
+}
+PROGRESSION_OF = {
+    "AWS": ["NONE", "PENDING_ACCEPTANCE", "PENDING", "AVAILABLE"],
+    "AZURE": ["INITIATING", "AVAILABLE"],
+    "GCP": ["INITIATING", "VERIFIED", "AVAILABLE"],
+}
+STATUS_FIELD_OF = {"AWS": "connectionStatus", "AZURE": "status", "GCP": "status"}
+PROVIDERS = ["AWS", "AZURE", "GCP"]
+
+
+def provider_endpoint(
+    cloud_provider: str, endpoint_id: str | None = None, **fields: Any
+) -> dict[str, Any]:
+    return endpoint(
+        EXISTING_OF[cloud_provider] if endpoint_id is None else endpoint_id,
+        private_link_id=SERVICE_OF[cloud_provider],
+        cloud_provider=cloud_provider,
+        **fields,
+    )
+
+
+def service(cloud_provider: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "group_id": GROUP,
+        "id": SERVICE_OF[cloud_provider],
+        "cloud_provider": cloud_provider,
+        **fields,
+    }
+
+
+def every_provider(**settings: Any) -> Scenario:
+    return scenario(*(provider_endpoint(provider) for provider in PROVIDERS), **settings)
+
+
+def v2_url(
+    harness: Harness,
+    cloud_provider: str,
+    service_id: str | None = None,
+    *,
+    endpoint_id: str | None = None,
+    collection: bool = False,
+    group_id: str = GROUP,
+    query: str = "",
+) -> yarl.URL:
+    """Built like the monitor's client does: the id quoted with safe="", sent as is."""
+    path = f"{V2_ROOT}/groups/{group_id}/privateEndpoint/{cloud_provider}/endpointService"
+    if service_id is not None:
+        path += f"/{service_id}"
+    if collection or endpoint_id is not None:
+        path += "/endpoint"
+    if endpoint_id is not None:
+        path += "/" + quote(endpoint_id, safe="")
+    return yarl.URL(harness.base_url + path + query, encoded=True)
+
+
+def endpoint_url(harness: Harness, cloud_provider: str, endpoint_id: str | None = None) -> yarl.URL:
+    return v2_url(
+        harness,
+        cloud_provider,
+        SERVICE_OF[cloud_provider],
+        endpoint_id=EXISTING_OF[cloud_provider] if endpoint_id is None else endpoint_id,
+    )
+
+
+async def v2_get(harness: Harness, url: yarl.URL, **kwargs: Any) -> Answer:
+    return await harness.call("GET", url, headers=V2_ACCEPT, **kwargs)
+
+
+def v2_status(answer: Answer, cloud_provider: str) -> str:
+    status: str = answer.json()[STATUS_FIELD_OF[cloud_provider]]
+    return status
+
+
+@pytest.mark.parametrize("cloud_provider", PROVIDERS)
+async def test_v2_get_serves_each_providers_endpoint_document(
+    start_simulator: StartSimulator, cloud_provider: str
+) -> None:
+    harness = await start_simulator(
+        scenario(
+            provider_endpoint("AWS"),
+            provider_endpoint("AZURE", status="FAILED", error_message="rejected"),
+            provider_endpoint("GCP", status="VERIFIED"),
+        )
+    )
+
+    answer = await v2_get(harness, endpoint_url(harness, cloud_provider))
+
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == V2_CONTENT_TYPE
+    document = answer.json()
+    if cloud_provider == "AWS":
+        assert document == {
+            "cloudProvider": "AWS",
+            "deleteRequested": False,
+            "errorMessage": None,
+            "interfaceEndpointId": ENDPOINT,
+            "connectionStatus": "AVAILABLE",
+        }
+    elif cloud_provider == "AZURE":
+        ip_address = document.pop("privateEndpointIPAddress")
+        assert ipaddress.ip_address(ip_address).is_private
+        assert document == {
+            "cloudProvider": "AZURE",
+            "deleteRequested": False,
+            "errorMessage": "rejected",
+            "privateEndpointResourceId": AZURE_ID,
+            "status": "FAILED",
+        }
+    else:
+        [member] = document.pop("endpoints")
+        assert ipaddress.ip_address(member.pop("ipAddress")).is_private
+        assert member == {"endpointName": f"{GCP_NAME}-0", "status": "VERIFIED"}
+        assert document == {
+            "cloudProvider": "GCP",
+            "deleteRequested": False,
+            "errorMessage": None,
+            "endpointGroupName": GCP_NAME,
+            "status": "VERIFIED",
+        }
+    # The same document, every time: derived addresses are deterministic.
+    assert (
+        harness.simulator.endpoint_state(
+            GROUP, SERVICE_OF[cloud_provider], EXISTING_OF[cloud_provider], api_version="v2"
+        )
+        == answer.json()
+    )
+    assert harness.simulator.stats.by_endpoint == Counter({("GET", EXISTING_OF[cloud_provider]): 1})
+
+
+async def test_v2_lists_services_with_the_ids_of_their_existing_endpoints(
+    start_simulator: StartSimulator,
+) -> None:
+    served = scenario(
+        provider_endpoint("AWS"),
+        provider_endpoint("AZURE"),
+        provider_endpoint("AZURE", NEW_AZURE_ID, exists=False),
+        provider_endpoint("GCP"),
+        endpoint_services=[
+            service("AZURE", region="EUROPE_WEST", status="FAILED", error_message="no subnet"),
+        ],
+    )
+    harness = await start_simulator(served)
+
+    aws = await v2_get(harness, v2_url(harness, "AWS"))
+    azure = await v2_get(harness, v2_url(harness, "AZURE"))
+    gcp = await v2_get(harness, v2_url(harness, "GCP"))
+    one = await v2_get(harness, v2_url(harness, "AZURE", AZURE_SERVICE))
+    other_group = await v2_get(harness, v2_url(harness, "AZURE", group_id=OTHER_GROUP))
+    unknown = await v2_get(harness, v2_url(harness, "GCP", AZURE_SERVICE))
+
+    [aws_service] = aws.json()
+    assert aws_service.pop("endpointServiceName").startswith(
+        "com.amazonaws.vpce.us-east-1.vpce-svc-"
+    )
+    assert aws_service == {
+        "id": LINK,
+        "cloudProvider": "AWS",
+        "regionName": "us-east-1",
+        "status": "AVAILABLE",
+        "errorMessage": None,
+        "interfaceEndpoints": [ENDPOINT],
+    }
+    assert azure.json() == [
+        {
+            "id": AZURE_SERVICE,
+            "cloudProvider": "AZURE",
+            "regionName": "EUROPE_WEST",
+            "status": "FAILED",
+            "errorMessage": "no subnet",
+            "privateEndpoints": [AZURE_ID],
+            "privateLinkServiceName": f"pls_{AZURE_SERVICE}",
+        }
+    ]
+    [gcp_service] = gcp.json()
+    assert len(gcp_service.pop("serviceAttachmentNames")) == 1
+    assert gcp_service == {
+        "id": GCP_SERVICE,
+        "cloudProvider": "GCP",
+        "regionName": "CENTRAL_US",
+        "status": "AVAILABLE",
+        "errorMessage": None,
+        "endpointGroupNames": [GCP_NAME],
+    }
+    assert one.json() == azure.json()[0]
+    assert one.headers["Content-Type"] == V2_CONTENT_TYPE
+    assert (other_group.status, other_group.json()) == (200, [])
+    assert unknown.status == 404
+    assert unknown.json()["errorCode"] == "RESOURCE_NOT_FOUND"
+    assert harness.simulator.stats.by_endpoint == Counter()
+
+
+@pytest.mark.parametrize("cloud_provider", PROVIDERS)
+async def test_v2_post_creates_an_endpoint_that_progresses_then_conflicts(
+    start_simulator: StartSimulator, cloud_provider: str
+) -> None:
+    harness = await start_simulator(every_provider(step_seconds=10))
+    collection = v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider], collection=True)
+    new_id = NEW_OF[cloud_provider]
+
+    created = await harness.call(
+        "POST", collection, json=POST_BODY_OF[cloud_provider], headers=V2_ACCEPT
+    )
+    statuses = [v2_status(created, cloud_provider)]
+    for _ in PROGRESSION_OF[cloud_provider][1:]:
+        harness.clock.advance(10)
+        statuses.append(
+            v2_status(
+                await v2_get(harness, endpoint_url(harness, cloud_provider, new_id)), cloud_provider
+            )
+        )
+    harness.clock.advance(100)
+    settled = await v2_get(harness, endpoint_url(harness, cloud_provider, new_id))
+    again = await harness.call(
+        "POST", collection, json=POST_BODY_OF[cloud_provider], headers=V2_ACCEPT
+    )
+    listed = await v2_get(harness, v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider]))
+
+    assert created.status == 201
+    assert created.headers["Content-Type"] == V2_CONTENT_TYPE
+    assert statuses == PROGRESSION_OF[cloud_provider]
+    assert v2_status(settled, cloud_provider) == "AVAILABLE"
+    if cloud_provider == "AZURE":
+        assert settled.json()["privateEndpointIPAddress"] == "10.0.0.4"
+        assert settled.json()["privateEndpointResourceId"] == NEW_AZURE_ID
+    if cloud_provider == "GCP":
+        assert settled.json()["endpoints"] == [
+            {"endpointName": "ml-psc-0", "ipAddress": "10.0.0.5", "status": "AVAILABLE"}
+        ]
+    assert again.status == 409
+    assert again.json()["errorCode"] == "PRIVATE_ENDPOINT_ALREADY_EXISTS"
+    id_field = {
+        "AWS": "interfaceEndpoints",
+        "AZURE": "privateEndpoints",
+        "GCP": "endpointGroupNames",
+    }
+    assert listed.json()[id_field[cloud_provider]] == [EXISTING_OF[cloud_provider], new_id]
+    assert harness.simulator.stats.by_endpoint[("POST", new_id)] == 2
+
+
+@pytest.mark.parametrize("cloud_provider", PROVIDERS)
+async def test_v2_delete_shows_deleting_for_one_step_then_the_endpoint_is_gone(
+    start_simulator: StartSimulator, cloud_provider: str
+) -> None:
+    harness = await start_simulator(every_provider(step_seconds=10))
+    url = endpoint_url(harness, cloud_provider)
+
+    deleted = await harness.call("DELETE", url, headers=V2_ACCEPT)
+    deleting = await v2_get(harness, url)
+    harness.clock.advance(10)
+    gone = await v2_get(harness, url)
+    deleted_again = await harness.call("DELETE", url, headers=V2_ACCEPT)
+    service_after = await v2_get(
+        harness, v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider])
+    )
+
+    assert deleted.status == 204
+    assert (v2_status(deleting, cloud_provider), deleting.json()["deleteRequested"]) == (
+        "DELETING",
+        True,
+    )
+    assert [gone.status, deleted_again.status] == [404, 404]
+    assert gone.json()["errorCode"] == "RESOURCE_NOT_FOUND"
+    assert service_after.status == 200
+    assert EXISTING_OF[cloud_provider] not in json.dumps(service_after.json())
+
+
+async def test_v2_post_to_an_unknown_service_is_a_404(start_simulator: StartSimulator) -> None:
+    harness = await start_simulator(every_provider())
+    collection = v2_url(harness, "AZURE", OTHER_LINK, collection=True)
+
+    answer = await harness.call("POST", collection, json=POST_BODY_OF["AZURE"], headers=V2_ACCEPT)
+
+    assert answer.status == 404
+    assert answer.json()["errorCode"] == "RESOURCE_NOT_FOUND"
+    assert harness.simulator.endpoint_state(GROUP, OTHER_LINK, NEW_AZURE_ID) is None
+
+
+@pytest.mark.parametrize(
+    ("cloud_provider", "body", "error_code", "parameter"),
+    [
+        ("AWS", {}, "MISSING_ATTRIBUTE", "id"),
+        ("AWS", {"interfaceEndpointId": NEW_AWS}, "INVALID_ATTRIBUTE", "interfaceEndpointId"),
+        ("AWS", {"id": "vpce-XYZ"}, "INVALID_ATTRIBUTE", "id"),
+        ("AZURE", {"id": NEW_AZURE_ID}, "MISSING_ATTRIBUTE", "privateEndpointIPAddress"),
+        (
+            "AZURE",
+            {"id": "/subscriptions/nope", "privateEndpointIPAddress": "10.0.0.4"},
+            "INVALID_ATTRIBUTE",
+            "id",
+        ),
+        (
+            "AZURE",
+            {"id": NEW_AZURE_ID, "privateEndpointIPAddress": "10.0.0.999"},
+            "INVALID_ATTRIBUTE",
+            "privateEndpointIPAddress",
+        ),
+        ("GCP", {"endpointGroupName": "Bad_Name"}, "INVALID_ATTRIBUTE", "endpointGroupName"),
+        ("GCP", {"endpointGroupName": "ml-psc", "endpoints": []}, "INVALID_ATTRIBUTE", "endpoints"),
+        (
+            "GCP",
+            {"endpointGroupName": "ml-psc", "endpoints": [{"endpointName": "x"}]},
+            "INVALID_ATTRIBUTE",
+            "endpoints",
+        ),
+        ("GCP", [], "INVALID_JSON", None),
+    ],
+)
+async def test_v2_post_rejects_bad_bodies_per_provider(
+    start_simulator: StartSimulator,
+    cloud_provider: str,
+    body: object,
+    error_code: str,
+    parameter: str | None,
+) -> None:
+    harness = await start_simulator(every_provider())
+    collection = v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider], collection=True)
+
+    answer = await harness.call("POST", collection, json=body, headers=V2_ACCEPT)
+
+    assert answer.status == 400
+    assert answer.json()["errorCode"] == error_code
+    if parameter is not None:
+        assert answer.json()["parameters"] == [parameter]
+    assert harness.simulator.stats.by_endpoint == Counter()
+
+
+@pytest.mark.parametrize(
+    ("accept", "status", "content_type"),
+    [
+        ("application/vnd.atlas.2099-01-01+json", 406, "application/json"),
+        ("application/vnd.atlas.2023-01-01+json", 200, V2_CONTENT_TYPE),
+        ("application/json", 200, V2_CONTENT_TYPE),
+        ("*/*", 200, V2_CONTENT_TYPE),
+        (None, 200, V2_CONTENT_TYPE),
+        (
+            "application/vnd.atlas.2099-01-01+json, application/vnd.atlas.2023-01-01+json;q=0.5",
+            200,
+            V2_CONTENT_TYPE,
+        ),
+    ],
+)
+async def test_v2_accept_header_picks_the_version(
+    start_simulator: StartSimulator, accept: str | None, status: int, content_type: str
+) -> None:
+    harness = await start_simulator(every_provider())
+    headers = {} if accept is None else {"Accept": accept}
+    # Without an Accept of ours, aiohttp would send its own "*/*".
+    skip_auto_headers = ("Accept",) if accept is None else ()
+
+    answer = await harness.call(
+        "GET", endpoint_url(harness, "AWS"), headers=headers, skip_auto_headers=skip_auto_headers
+    )
+
+    assert answer.status == status
+    assert answer.headers["Content-Type"] == content_type
+    if status == 406:
+        body = answer.json()
+        assert body["error"] == 406
+        assert body["errorCode"] == "INVALID_VERSION_DATE"
+        assert body["reason"] == "Not Acceptable"
+        assert "2023-01-01" in body["detail"]
+
+
+async def test_v1_ignores_the_v2_accept_header(start_simulator: StartSimulator) -> None:
+    harness = await start_simulator()
+
+    answer = await harness.call(
+        "GET", harness.url(), headers={"Accept": "application/vnd.atlas.2099-01-01+json"}
+    )
+
+    assert (answer.status, answer.headers["Content-Type"]) == (200, "application/json")
+    assert answer.json() == atlas_body("AVAILABLE")
+
+
+@pytest.mark.parametrize(
+    ("path", "error_code", "parameters"),
+    [
+        (f"aws/endpointService/{LINK}/endpoint/{ENDPOINT}", "INVALID_ENUM_VALUE", ["aws"]),
+        ("ORACLE/endpointService", "INVALID_ENUM_VALUE", ["ORACLE"]),
+        (f"AWS/endpointService/{LINK}/endpoint/vpce-XYZ", "PATH_PARAM_PARSE_ERROR", ["endpointId"]),
+        (
+            f"AZURE/endpointService/{AZURE_SERVICE}/endpoint/not-an-azure-id",
+            "PATH_PARAM_PARSE_ERROR",
+            ["endpointId"],
+        ),
+        (
+            f"GCP/endpointService/{GCP_SERVICE}/endpoint/Bad_Name",
+            "PATH_PARAM_PARSE_ERROR",
+            ["endpointId"],
+        ),
+        ("GCP/endpointService/short", "PATH_PARAM_PARSE_ERROR", ["serviceId"]),
+    ],
+)
+async def test_v2_bad_providers_and_malformed_ids_are_400s(
+    start_simulator: StartSimulator, path: str, error_code: str, parameters: list[str]
+) -> None:
+    harness = await start_simulator(every_provider())
+    url = f"{harness.base_url}{V2_ROOT}/groups/{GROUP}/privateEndpoint/{path}"
+
+    answer = await harness.call("GET", url, headers=V2_ACCEPT)
+
+    assert answer.status == 400
+    assert answer.json()["errorCode"] == error_code
+    assert answer.json()["parameters"] == parameters
+
+
+async def test_url_encoded_azure_ids_reach_their_endpoint_through_a_real_client(
+    start_simulator: StartSimulator,
+) -> None:
+    harness = await start_simulator(every_provider())
+    encoded = endpoint_url(harness, "AZURE")
+    other_case = endpoint_url(
+        harness, "AZURE", AZURE_ID.upper().replace("/SUBSCRIPTIONS/", "/subscriptions/")
+    )
+    # Unencoded, the id's slashes become path segments that match no route.
+    unencoded = yarl.URL(str(encoded).replace(quote(AZURE_ID, safe=""), AZURE_ID[1:]))
+
+    digest = await v2_get(harness, encoded)
+    control = await harness.call(
+        "PUT",
+        yarl.URL(
+            f"{harness.base_url}/_simulator/endpoints/{GROUP}/{AZURE_SERVICE}/"
+            + quote(AZURE_ID, safe=""),
+            encoded=True,
+        ),
+        session=harness.raw,
+        json={"status": "FAILED", "error_message": "rejected"},
+    )
+    after_control = await v2_get(harness, other_case)
+    not_matched = await v2_get(harness, unencoded)
+
+    assert "%2Fsubscriptions%2F" in encoded.raw_path
+    assert digest.status == 200
+    assert digest.json()["privateEndpointResourceId"] == AZURE_ID
+    assert control.status == 204
+    # Azure ids compare case-insensitively; the document keeps the first spelling.
+    assert after_control.status == 200
+    assert after_control.json()["status"] == "FAILED"
+    assert after_control.json()["privateEndpointResourceId"] == AZURE_ID
+    assert not_matched.status == 404
+    assert harness.simulator.stats.by_endpoint[("GET", AZURE_ID)] == 1
+
+
+async def test_faults_timelines_and_stats_are_shared_by_v1_and_v2(
+    start_simulator: StartSimulator,
+) -> None:
+    served = scenario(
+        endpoint(faults=[{"methods": ["GET"], "status": 503, "times": 1, "retry_after": 7}]),
+        provider_endpoint(
+            "AZURE",
+            timeline=[{"after_seconds": 60, "status": "FAILED", "error_message": "gone"}],
+        ),
+    )
+    harness = await start_simulator(served)
+    harness.simulator.add_fault(GROUP, AZURE_SERVICE, AZURE_ID, Fault(status=500, times=1))
+
+    v2_faulted = await v2_get(harness, endpoint_url(harness, "AWS"))
+    v1_after = await harness.get()
+    v2_after = await v2_get(harness, endpoint_url(harness, "AWS"))
+    azure_faulted = await v2_get(harness, endpoint_url(harness, "AZURE"))
+    azure_before = await v2_get(harness, endpoint_url(harness, "AZURE"))
+    harness.clock.advance(60)
+    azure_after = await v2_get(harness, endpoint_url(harness, "AZURE"))
+
+    assert (v2_faulted.status, v2_faulted.headers["Retry-After"]) == (503, "7")
+    assert v2_faulted.headers["Content-Type"] == V2_CONTENT_TYPE
+    assert v2_faulted.json()["errorCode"] == "UNEXPECTED_ERROR"
+    assert v1_after.json() == atlas_body("AVAILABLE")
+    assert v2_after.json()["connectionStatus"] == "AVAILABLE"
+    assert azure_faulted.status == 500
+    assert (azure_before.json()["status"], azure_before.json()["errorMessage"]) == (
+        "AVAILABLE",
+        None,
+    )
+    assert (azure_after.json()["status"], azure_after.json()["errorMessage"]) == (
+        "FAILED",
+        "gone",
+    )
+    assert harness.simulator.stats.by_endpoint == Counter(
+        {("GET", ENDPOINT): 3, ("GET", AZURE_ID): 3}
+    )
+    assert harness.simulator.stats.requests == Counter(
+        {("GET", 401): 1, ("GET", 200): 4, ("GET", 503): 1, ("GET", 500): 1}
+    )
+
+
+async def test_v1_serves_aws_endpoints_only(start_simulator: StartSimulator) -> None:
+    harness = await start_simulator(every_provider())
+
+    gcp_on_v1 = await harness.get(GCP_NAME, private_link_id=GCP_SERVICE)
+    posted_on_v1 = await harness.post({"interfaceEndpointId": NEW_AWS})
+    seen_on_v2 = await v2_get(harness, endpoint_url(harness, "AWS", NEW_AWS))
+
+    assert gcp_on_v1.status == 400
+    assert gcp_on_v1.json()["errorCode"] == "PATH_PARAM_PARSE_ERROR"
+    assert (
+        harness.simulator.endpoint_state(GROUP, GCP_SERVICE, GCP_NAME, api_version="v1.0") is None
+    )
+    assert posted_on_v1.status == 201
+    assert seen_on_v2.json()["connectionStatus"] == "NONE"
+
+
+async def test_rate_limit_headers_and_429_on_v2_share_the_groups_bucket(
+    start_simulator: StartSimulator,
+) -> None:
+    harness = await start_simulator(every_provider(rate_limit_per_minute=3))
+
+    services = await v2_get(harness, v2_url(harness, "GCP"))
+    azure = await v2_get(harness, endpoint_url(harness, "AZURE"))
+    v1 = await harness.get()
+    limited = await v2_get(harness, endpoint_url(harness, "GCP"))
+    harness.clock.advance(20)
+    refilled = await v2_get(harness, endpoint_url(harness, "GCP"))
+
+    assert [
+        (answer.status, answer.headers["RateLimit-Remaining"]) for answer in (services, azure, v1)
+    ] == [
+        (200, "2"),
+        (200, "1"),
+        (200, "0"),
+    ]
+    assert all(answer.headers["RateLimit-Limit"] == "3" for answer in (services, azure, limited))
+    assert limited.status == 429
+    assert limited.headers["Retry-After"] == "20"
+    assert limited.headers["Content-Type"] == V2_CONTENT_TYPE
+    assert limited.json()["errorCode"] == "RATE_LIMITED"
+    assert (refilled.status, refilled.headers["RateLimit-Remaining"]) == (200, "0")
+
+
+# Service-account login (OAuth 2 client credentials) and Bearer tokens
+
+
+async def request_token(
+    harness: Harness,
+    *,
+    client_id: str = CLIENT_ID,
+    client_secret: str = CLIENT_SECRET,
+    grant_type: str | None = "client_credentials",
+    **kwargs: Any,
+) -> Answer:
+    data = {} if grant_type is None else {"grant_type": grant_type}
+    return await harness.call(
+        "POST",
+        f"{harness.base_url}/api/oauth/token",
+        session=harness.raw,
+        headers={
+            "Authorization": "Basic " + b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        },
+        **({"data": data} | kwargs),
+    )
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", **V2_ACCEPT}
+
+
+async def test_a_token_from_the_client_credentials_grant_works_on_v1_and_v2(
+    start_simulator: StartSimulator,
+) -> None:
+    harness = await start_simulator(
+        every_provider(), client_id=CLIENT_ID, client_secret=CLIENT_SECRET
+    )
+
+    granted = await request_token(harness)
+    token = granted.json()["access_token"]
+    v1 = await harness.call("GET", harness.url(), session=harness.raw, headers=bearer(token))
+    v2 = await harness.call(
+        "GET", endpoint_url(harness, "AZURE"), session=harness.raw, headers=bearer(token)
+    )
+    stats = await harness.call("GET", f"{harness.base_url}/_simulator/stats", session=harness.raw)
+
+    assert granted.status == 200
+    assert granted.headers["Cache-Control"] == "no-store"
+    assert granted.json() == {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
+    assert len(token) >= 32
+    assert (v1.status, v1.json()) == (200, atlas_body("AVAILABLE"))
+    assert (v2.status, v2.json()["privateEndpointResourceId"]) == (200, AZURE_ID)
+    assert harness.simulator.stats.challenges == 0
+    assert harness.simulator.stats.token_requests == Counter({200: 1})
+    assert stats.json()["token_requests"] == {"200": 1}
+    assert stats.json()["total"] == 2
+
+
+@pytest.mark.parametrize(
+    ("configured", "sent", "status", "error"),
+    [
+        ((CLIENT_ID, CLIENT_SECRET), {"client_secret": "wrong"}, 401, "invalid_client"),
+        ((CLIENT_ID, CLIENT_SECRET), {"client_id": "mdb_sa_id_other"}, 401, "invalid_client"),
+        ((None, None), {}, 401, "invalid_client"),
+        ((CLIENT_ID, CLIENT_SECRET), {"grant_type": "password"}, 400, "unsupported_grant_type"),
+        ((CLIENT_ID, CLIENT_SECRET), {"grant_type": None}, 400, "invalid_request"),
+        (
+            (CLIENT_ID, CLIENT_SECRET),
+            {"json": {"grant_type": "client_credentials"}},
+            400,
+            "invalid_request",
+        ),
+    ],
+)
+async def test_token_requests_are_refused_as_oauth_servers_do(
+    start_simulator: StartSimulator,
+    configured: tuple[str | None, str | None],
+    sent: dict[str, Any],
+    status: int,
+    error: str,
+) -> None:
+    harness = await start_simulator(client_id=configured[0], client_secret=configured[1])
+    kwargs = dict(sent)
+    if "json" in kwargs:
+        kwargs["data"] = None
+
+    answer = await request_token(harness, **kwargs)
+
+    assert answer.status == status
+    assert answer.json()["error"] == error
+    assert "access_token" not in answer.json()
+    assert CLIENT_SECRET not in answer.text
+    assert harness.simulator.stats.token_requests == Counter({status: 1})
+    assert harness.simulator.stats.total() == 0
+
+
+async def test_tokens_expire_by_the_injected_clock_without_a_digest_challenge(
+    start_simulator: StartSimulator,
+) -> None:
+    harness = await start_simulator(
+        every_provider(token_lifetime_seconds=60), client_id=CLIENT_ID, client_secret=CLIENT_SECRET
+    )
+    granted = await request_token(harness)
+    token = granted.json()["access_token"]
+    url = endpoint_url(harness, "GCP")
+
+    harness.clock.advance(59)
+    fresh = await harness.call("GET", url, session=harness.raw, headers=bearer(token))
+    harness.clock.advance(1)
+    expired = await harness.call("GET", url, session=harness.raw, headers=bearer(token))
+    unknown = await harness.call(
+        "GET", harness.url(), session=harness.raw, headers=bearer("x" * 43)
+    )
+    anonymous = await harness.call("GET", harness.url(), session=harness.raw)
+
+    assert granted.json()["expires_in"] == 60
+    assert fresh.status == 200
+    for answer in (expired, unknown):
+        assert answer.status == 401
+        assert json.loads(answer.text) == json.loads(UNAUTHORIZED_TEXT)
+        assert "WWW-Authenticate" not in answer.headers
+    assert anonymous.status == 401
+    assert CHALLENGE.fullmatch(anonymous.headers["WWW-Authenticate"])
+    assert harness.simulator.stats.challenges == 3
+    assert harness.simulator.stats.by_endpoint == Counter({("GET", GCP_NAME): 1})
+
+
+def test_token_registry_forgets_the_oldest_tokens_past_its_capacity() -> None:
+    registry = simulator_module._TokenRegistry(capacity=3)
+
+    tokens = [registry.issue(now=0, lifetime=10) for _ in range(5)]
+
+    assert len(registry) == 3
+    assert [registry.is_valid(token, now=5) for token in tokens] == [False, False, True, True, True]
+    assert registry.is_valid(tokens[4], now=10) is False
+    assert len(registry) == 2
+
+
+# v2 steering, control routes and scenario keys
+
+
+def test_steering_methods_take_azure_and_gcp_ids() -> None:
+    clock = FakeClock()
+    simulator = Simulator(scenario(), public_key=PUBLIC_KEY, private_key=PRIVATE_KEY, clock=clock)
+
+    simulator.set_endpoint(GROUP, GCP_SERVICE, "ml-psc")
+    simulator.set_endpoint(GROUP, AZURE_SERVICE, AZURE_ID, status="AVAILABLE")
+    new_gcp = simulator.endpoint_state(GROUP, GCP_SERVICE, "ml-psc")
+    azure_by_other_case = simulator.endpoint_state(GROUP, AZURE_SERVICE, AZURE_ID.lower())
+    simulator.remove_endpoint(GROUP, AZURE_SERVICE, AZURE_ID, cloud_provider="AZURE")
+
+    assert new_gcp is not None
+    assert (new_gcp["cloudProvider"], new_gcp["status"]) == ("GCP", "INITIATING")
+    assert azure_by_other_case is not None
+    assert azure_by_other_case["privateEndpointResourceId"] == AZURE_ID
+    assert simulator.endpoint_state(GROUP, AZURE_SERVICE, AZURE_ID) is None
+    # The services they named exist now, with the provider's default region.
+    gcp_service = simulator.service_state(GROUP, "GCP", GCP_SERVICE)
+    assert gcp_service is not None
+    assert (gcp_service["regionName"], gcp_service["endpointGroupNames"]) == (
+        "CENTRAL_US",
+        ["ml-psc"],
+    )
+    with pytest.raises(ValueError, match="interface_endpoint_id"):
+        simulator.set_endpoint(GROUP, GCP_SERVICE, "ml-psc", cloud_provider="AZURE")
+    with pytest.raises(ValueError, match="cloud_provider"):
+        simulator.add_fault(GROUP, LINK, ENDPOINT, Fault(), cloud_provider="aws")
+    with pytest.raises(ValueError, match="cloud_provider"):
+        simulator.set_service(GROUP, "ORACLE", GCP_SERVICE, status="FAILED")
+
+
+def test_service_timelines_and_set_service() -> None:
+    clock = FakeClock()
+    served = scenario(
+        endpoint_services=[
+            service(
+                "GCP",
+                timeline=[
+                    {"after_seconds": 30, "status": "FAILED", "error_message": "quota"},
+                    {"after_seconds": 10, "status": "INITIATING"},
+                ],
+            )
+        ]
+    )
+    simulator = Simulator(served, public_key=PUBLIC_KEY, private_key=PRIVATE_KEY, clock=clock)
+
+    def status() -> tuple[str, str | None]:
+        document = simulator.service_state(GROUP, "GCP", GCP_SERVICE)
+        assert document is not None
+        return document["status"], document["errorMessage"]
+
+    seen = [status()]
+    for seconds in (10, 20):
+        clock.advance(seconds)
+        seen.append(status())
+    simulator.set_service(GROUP, "GCP", GCP_SERVICE, status="AVAILABLE")
+    clock.advance(100)
+    seen.append(status())
+    simulator.set_service(GROUP, "AZURE", AZURE_SERVICE, error_message="subnet")
+
+    assert seen == [
+        ("AVAILABLE", None),
+        ("INITIATING", None),
+        ("FAILED", "quota"),
+        ("AVAILABLE", None),
+    ]
+    assert simulator.service_state(GROUP, "AZURE", AZURE_SERVICE) == {
+        "id": AZURE_SERVICE,
+        "cloudProvider": "AZURE",
+        "regionName": "US_EAST_2",
+        "status": "AVAILABLE",
+        "errorMessage": "subnet",
+        "privateEndpoints": [],
+        "privateLinkServiceName": f"pls_{AZURE_SERVICE}",
+    }
+    assert simulator.service_state(GROUP, "AWS", AZURE_SERVICE) is None
+
+
+async def test_control_routes_steer_azure_gcp_endpoints_and_services(
+    start_simulator: StartSimulator,
+) -> None:
+    harness = await start_simulator(every_provider())
+    control = f"{harness.base_url}/_simulator"
+    azure = yarl.URL(
+        f"{control}/endpoints/{GROUP}/{AZURE_SERVICE}/{quote(AZURE_ID, safe='')}", encoded=True
+    )
+
+    answers = [
+        await harness.call(
+            "PUT",
+            f"{control}/services/{GROUP}/AZURE/{AZURE_SERVICE}",
+            session=harness.raw,
+            json={"status": "FAILED", "error_message": "policies"},
+        ),
+        await harness.call(
+            "POST", f"{azure}/faults", session=harness.raw, json={"status": 502, "times": 1}
+        ),
+        await harness.call(
+            "PUT",
+            f"{control}/endpoints/{GROUP}/{GCP_SERVICE}/ml-psc?cloud_provider=GCP",
+            session=harness.raw,
+            json={"status": "VERIFIED"},
+        ),
+    ]
+    service_after = await v2_get(harness, v2_url(harness, "AZURE", AZURE_SERVICE))
+    faulted = await v2_get(harness, endpoint_url(harness, "AZURE"))
+    gcp = await v2_get(harness, endpoint_url(harness, "GCP", "ml-psc"))
+    removed = await harness.call("DELETE", azure, session=harness.raw)
+    azure_after = await v2_get(harness, endpoint_url(harness, "AZURE"))
+    refused = [
+        await harness.call(
+            "PUT", f"{control}/services/{GROUP}/aws/{LINK}", session=harness.raw, json={}
+        ),
+        await harness.call(
+            "PUT",
+            f"{control}/endpoints/{GROUP}/{AZURE_SERVICE}/{ENDPOINT}?cloud_provider=AZURE",
+            session=harness.raw,
+            json={},
+        ),
+        await harness.call(
+            "PUT",
+            f"{control}/services/{GROUP}/GCP/{GCP_SERVICE}",
+            session=harness.raw,
+            json={"status": "FAILED", "region": "x"},
+        ),
+    ]
+
+    assert [answer.status for answer in answers] == [204, 204, 204]
+    assert (service_after.json()["status"], service_after.json()["errorMessage"]) == (
+        "FAILED",
+        "policies",
+    )
+    assert faulted.status == 502
+    assert gcp.json()["status"] == "VERIFIED"
+    assert removed.status == 204
+    assert azure_after.status == 404
+    assert [answer.status for answer in refused] == [400, 400, 400]
+    assert "cloud_provider" in refused[0].json()["detail"]
+    assert "interface_endpoint_id: must be an Azure resource id" in refused[1].json()["detail"]
+    assert "region: Extra inputs" in refused[2].json()["detail"]
+
+
+def test_scenario_problems_in_v2_keys_name_their_field(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "scenario.yaml",
+        f"""
+token_lifetime_seconds: 0
+endpoint_services:
+  - group_id: "{GROUP}"
+    id: short
+    cloud_provider: ORACLE
+  - group_id: "{GROUP}"
+    id: "{AZURE_SERVICE}"
+    cloud_provider: AZURE
+    timeline:
+      - after_seconds: 1
+    colour: red
+endpoints:
+  - group_id: "{GROUP}"
+    private_link_id: "{AZURE_SERVICE}"
+    cloud_provider: AZURE
+    interface_endpoint_id: {ENDPOINT}
+  - group_id: "{GROUP}"
+    private_link_id: "{GCP_SERVICE}"
+    cloud_provider: GCP
+    interface_endpoint_id: Bad_Name
+  - group_id: "{GROUP}"
+    private_link_id: "{GCP_SERVICE}"
+    cloud_provider: gcp
+    interface_endpoint_id: analytics-psc
+""",
+    )
+
+    with pytest.raises(ScenarioError) as raised:
+        load_scenario(path)
+
+    problems = raised.value.problems
+    assert [problem.partition(": ")[0] for problem in problems] == [
+        "token_lifetime_seconds",
+        "endpoint_services.0.id",
+        "endpoint_services.0.cloud_provider",
+        "endpoint_services.1.timeline.0",
+        "endpoint_services.1.colour",
+        "endpoints.0.interface_endpoint_id",
+        "endpoints.1.interface_endpoint_id",
+        "endpoints.2.cloud_provider",
+    ]
+    assert "must be an Azure resource id" in problems[5]
+    assert "must be a GCP endpoint group name" in problems[6]
+    assert "'AWS', 'AZURE' or 'GCP'" in problems[7]
+
+
+def test_duplicate_services_and_case_variants_of_azure_ids_are_scenario_errors(
+    tmp_path: Path,
+) -> None:
+    document = {
+        "endpoint_services": [service("AZURE"), service("AZURE", region="EUROPE_WEST")],
+        "endpoints": [provider_endpoint("AZURE"), provider_endpoint("AZURE", AZURE_ID.lower())],
+    }
+    path = write(tmp_path / "scenario.json", json.dumps(document))
+
+    with pytest.raises(ScenarioError) as raised:
+        load_scenario(path)
+
+    assert [problem.partition(" (")[0] for problem in raised.value.problems] == [
+        "endpoint_services: entry 1 repeats entry 0",
+        "endpoints: entry 1 repeats entry 0",
+    ]
+
+
+def test_simulate_takes_the_service_account_from_flags_or_env(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from monitor import cli
+
+    monkeypatch.setenv("MONGODB_ATLAS_CLIENT_ID", CLIENT_ID)
+    monkeypatch.delenv("MONGODB_ATLAS_CLIENT_SECRET", raising=False)
+    parsed = cli._parser().parse_args(["simulate", "--client-id", "a", "--client-secret", "b"])
+
+    only_id = cli.main(["simulate", "--port", "0"])
+
+    assert (parsed.client_id, parsed.client_secret) == ("a", "b")
+    assert only_id == 2
+    assert "--client-id and --client-secret" in capsys.readouterr().err
+
+
+# The packaged demo scenario: Azure and GCP
+
+
+DEMO_AZURE_SERVICE_EU = "66b2c3d4e5f60718293a4b5c"
+
+
+def test_default_scenario_holds_the_azure_and_gcp_demo_endpoints_and_services() -> None:
+    demo = default_scenario()
+
+    endpoints: dict[tuple[str, str, str], list[tuple[str, str, str | None]]] = {}
+    for entry in demo.endpoints:
+        if entry.cloud_provider != "AWS":
+            key = (entry.cloud_provider, entry.group_id, entry.private_link_id)
+            endpoints.setdefault(key, []).append(
+                (entry.interface_endpoint_id.rpartition("/")[2], entry.status, entry.error_message)
+            )
+    services = {
+        (entry.cloud_provider, entry.group_id, entry.id): (entry.region, entry.status)
+        for entry in demo.endpoint_services
+    }
+
+    assert endpoints == {
+        ("AZURE", GROUP, AZURE_SERVICE): [
+            ("payments-pe", "AVAILABLE", None),
+            (
+                "ledger-pe",
+                "FAILED",
+                "Private endpoint connection was rejected by the Atlas private link service",
+            ),
+        ],
+        ("GCP", GROUP, GCP_SERVICE): [
+            ("analytics-psc", "AVAILABLE", None),
+            ("ml-psc", "INITIATING", None),
+        ],
+        ("AZURE", OTHER_GROUP, DEMO_AZURE_SERVICE_EU): [("reporting-pe", "AVAILABLE", None)],
+    }
+    assert services == {
+        ("AWS", GROUP, LINK): ("us-east-1", "AVAILABLE"),
+        ("AWS", OTHER_GROUP, OTHER_LINK): ("eu-west-1", "AVAILABLE"),
+        ("AZURE", GROUP, AZURE_SERVICE): ("US_EAST_2", "AVAILABLE"),
+        ("GCP", GROUP, GCP_SERVICE): ("CENTRAL_US", "AVAILABLE"),
+        ("AZURE", OTHER_GROUP, DEMO_AZURE_SERVICE_EU): ("EUROPE_WEST", "FAILED"),
+    }
+    assert demo.endpoint_services[-1].error_message == (
+        "Azure Private Link service provisioning failed: subnet has network policies enabled"
+    )
+
+
+async def test_default_scenario_serves_all_three_providers_on_v2(
+    start_simulator: StartSimulator,
+) -> None:
+    harness = await start_simulator(default_scenario())
+
+    aws = await v2_get(harness, v2_url(harness, "AWS", LINK))
+    azure_eu = await v2_get(harness, v2_url(harness, "AZURE", group_id=OTHER_GROUP))
+    payments = await v2_get(harness, endpoint_url(harness, "AZURE"))
+    ml = []
+    for seconds in (0, 30, 30):
+        harness.clock.advance(seconds)
+        ml.append((await v2_get(harness, endpoint_url(harness, "GCP", "ml-psc"))).json()["status"])
+
+    assert aws.json()["regionName"] == "us-east-1"
+    # Five: ledger-eu is in the second project, and search-prod waits for its POST.
+    assert len(aws.json()["interfaceEndpoints"]) == 5
+    [eu] = azure_eu.json()
+    assert (eu["status"], eu["regionName"]) == ("FAILED", "EUROPE_WEST")
+    assert [pe.rpartition("/")[2] for pe in eu["privateEndpoints"]] == ["reporting-pe"]
+    assert payments.json()["status"] == "AVAILABLE"
+    assert ml == ["INITIATING", "VERIFIED", "AVAILABLE"]

@@ -9,8 +9,14 @@ from typing import Any
 import pytest
 
 from monitor.alerts import AlertName as Alert
+from monitor.atlas import (
+    ENDPOINT_STATUSES,
+    CloudProvider,
+    EndpointService,
+    InterfaceEndpoint,
+    ServiceStatus,
+)
 from monitor.atlas import ConnectionStatus as Status
-from monitor.atlas import InterfaceEndpoint
 from monitor.config import AlertSettings, MonitorConfig
 from monitor.state import (
     AddAction,
@@ -18,8 +24,12 @@ from monitor.state import (
     AlertEvent,
     EndpointState,
     Observation,
+    ServiceObservation,
+    ServiceState,
     advance,
+    advance_service,
     forget,
+    forget_service,
     next_add_action,
 )
 from tests.conftest import ENDPOINT_ID, config_document, endpoint_entry
@@ -42,8 +52,11 @@ def answer(
     status: Status | str, error_message: str | None = None, delete_requested: bool = False
 ) -> InterfaceEndpoint:
     raw_status = raw(status) if isinstance(status, Status) else status
+    # Statuses AWS does not use are parsed as GCP's (a superset of Azure's), not as UNKNOWN.
+    aws = raw_status in ENDPOINT_STATUSES[CloudProvider.AWS]
+    provider = CloudProvider.AWS if aws else CloudProvider.GCP
     return InterfaceEndpoint(
-        ENDPOINT_ID, Status.parse(raw_status), raw_status, error_message, delete_requested
+        ENDPOINT_ID, Status.parse(raw_status, provider), raw_status, error_message, delete_requested
     )
 
 
@@ -193,7 +206,7 @@ def test_advance_leaves_the_previous_state_untouched() -> None:
 
 def _status_pairs() -> list[Any]:
     cases = []
-    for before, now in itertools.product(Status, repeat=2):
+    for before, now in itertools.product(ENDPOINT_STATUSES[CloudProvider.AWS], repeat=2):
         events: list[AlertEvent] = []
         firing: dict[Alert, float] = {}
         if now is Status.REJECTED:
@@ -1260,3 +1273,84 @@ def test_not_found_carries_why_the_endpoint_was_not_added_until_it_is_found() ->
     ]
     assert found.events == [AlertEvent(Alert.NOT_FOUND, False, Status.AVAILABLE, None, None)]
     assert found.state.missing_reason is None
+
+
+# Azure and GCP (v2)
+
+
+@pytest.mark.parametrize("status", [Status.FAILED])
+def test_failed_fires_failed_like_rejected_fires_rejected(status: Status) -> None:
+    transition = advance(EndpointState(), answered(status), 0.0, DEFAULT_RULES)
+
+    assert transition.events == [fired(Alert.FAILED, status, None)]
+    resolved_by = advance(transition.state, answered(Status.AVAILABLE), 60.0, DEFAULT_RULES)
+    assert resolved_by.events == [resolved(Alert.FAILED, Status.AVAILABLE, status)]
+
+
+@pytest.mark.parametrize("status", [Status.INITIATING, Status.VERIFIED])
+def test_initiating_and_verified_count_towards_stuck(status: Status) -> None:
+    settings = rules(stuck_after_seconds=60)
+    state = after(answered(Status.INITIATING), settings=settings)
+
+    transition = advance(state, answered(status), 60.0, settings)
+
+    assert [event.alert for event in transition.events] == [Alert.STUCK]
+
+
+def service_answer(status: str, error_message: str | None = None) -> ServiceObservation:
+    return ServiceObservation(
+        answer=EndpointService(
+            service_id="65a1b2c3d4e5f60718293a4b",
+            cloud_provider=CloudProvider.AZURE,
+            region="US_EAST_2",
+            status=ServiceStatus.parse(status, CloudProvider.AZURE),
+            raw_status=status,
+            error_message=error_message,
+            endpoint_ids=(),
+        )
+    )
+
+
+def test_a_failed_service_with_a_message_fires_both_alerts_once_and_resolves_them() -> None:
+    failing = advance_service(
+        ServiceState(), service_answer("FAILED", "no subnet"), 0.0, DEFAULT_RULES
+    )
+    again = advance_service(
+        failing.state, service_answer("FAILED", "no subnet"), 60.0, DEFAULT_RULES
+    )
+    healthy = advance_service(again.state, service_answer("AVAILABLE"), 120.0, DEFAULT_RULES)
+
+    assert [(event.alert, event.firing) for event in failing.events] == [
+        (Alert.SERVICE_FAILED, True),
+        (Alert.SERVICE_ERROR_MESSAGE, True),
+    ]
+    assert failing.events[0].error_message == "no subnet"
+    assert again.events == []
+    assert [(event.alert, event.firing) for event in healthy.events] == [
+        (Alert.SERVICE_FAILED, False),
+        (Alert.SERVICE_ERROR_MESSAGE, False),
+    ]
+    assert healthy.events[0].previous_status is ServiceStatus.FAILED
+
+
+def test_a_failed_service_poll_keeps_its_alerts_and_status() -> None:
+    failing = advance_service(ServiceState(), service_answer("FAILED"), 0.0, DEFAULT_RULES)
+
+    unanswered = advance_service(
+        failing.state, ServiceObservation(failure="timeout"), 60.0, DEFAULT_RULES
+    )
+
+    assert unanswered.events == []
+    assert unanswered.state.status is ServiceStatus.FAILED
+    assert not unanswered.state.up
+    assert forget_service(unanswered.state)[0].alert is Alert.SERVICE_FAILED
+
+
+def test_a_service_status_of_another_provider_is_unknown() -> None:
+    assert ServiceStatus.parse("WAITING_FOR_USER", CloudProvider.AZURE) is ServiceStatus.UNKNOWN
+    assert (
+        ServiceStatus.parse("WAITING_FOR_USER", CloudProvider.AWS) is ServiceStatus.WAITING_FOR_USER
+    )
+    assert Status.parse("VERIFIED", CloudProvider.AZURE) is Status.UNKNOWN
+    assert Status.parse("VERIFIED", CloudProvider.GCP) is Status.VERIFIED
+    assert Status.parse("REJECTED", CloudProvider.GCP) is Status.UNKNOWN
