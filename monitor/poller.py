@@ -255,7 +255,7 @@ class Monitor:
         self._cycle_finished = asyncio.Condition()
         metrics.poll_interval.set(config.poll.interval_seconds)
         metrics.config_loaded(clock())
-        metrics.watch(self.snapshot, self.service_snapshot)
+        metrics.watch(self.snapshot, self._states.get, self.service_snapshot)
         self._endpoints = list(config.endpoints)
         self._watched = {endpoint.ref for endpoint in self._endpoints}
         self._watch_services()
@@ -422,6 +422,7 @@ class Monitor:
             )
             transition = advance(state, observation, self._clock(), self.config.alerts)
             self._states[endpoint.ref] = transition.state
+            self.metrics.endpoint_changed(endpoint.ref)
             _log_endpoint_change(endpoint, previous, transition.state)
             for event in transition.events:
                 emit_alert(endpoint, event)

@@ -590,7 +590,9 @@ async def test_wrong_private_key_is_an_auth_error_with_atlas_words(
     make_client: MakeClient, start_simulator: StartSimulator, sleeps: Sleeps
 ) -> None:
     simulator, url = await start_simulator(one_endpoint_scenario())
-    async with make_client(base_url=url, login=ApiKey(PUBLIC_KEY, SecretStr("not-the-key"))) as client:
+    async with make_client(
+        base_url=url, login=ApiKey(PUBLIC_KEY, SecretStr("not-the-key"))
+    ) as client:
         with pytest.raises(AtlasAuthError) as caught:
             await client.get_interface_endpoint(REF)
     assert caught.value.status == 401

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
+import random
+import zlib
+from collections.abc import Callable
 from typing import Any
 
 import prometheus_client
@@ -15,7 +19,7 @@ from prometheus_client.samples import Sample
 from monitor import __version__
 from monitor import metrics as monitor_metrics
 from monitor.alerts import ENDPOINT_ALERTS, AlertName
-from monitor.atlas import ENDPOINT_STATUSES, CloudProvider, ConnectionStatus
+from monitor.atlas import ENDPOINT_STATUSES, CloudProvider, ConnectionStatus, EndpointRef
 from monitor.config import EndpointConfig
 from monitor.metrics import MonitorMetrics
 from monitor.state import EndpointState
@@ -101,10 +105,19 @@ def snapshot() -> SnapshotList:
     return []
 
 
+def state_in(snapshot: SnapshotList) -> Callable[[EndpointRef], EndpointState | None]:
+    """The state table's lookup, as the Monitor passes it to ``watch``."""
+
+    def state_of(ref: EndpointRef) -> EndpointState | None:
+        return next((state for config, state in snapshot if config.ref == ref), None)
+
+    return state_of
+
+
 @pytest.fixture
 def metrics(snapshot: SnapshotList) -> MonitorMetrics:
     watched = MonitorMetrics()
-    watched.watch(lambda: snapshot)
+    watched.watch(lambda: snapshot, state_in(snapshot))
     return watched
 
 
@@ -411,7 +424,7 @@ def test_api_requests_are_counted_per_method_and_code() -> None:
 def test_two_monitors_do_not_share_samples_nor_touch_the_global_registry() -> None:
     busy = MonitorMetrics()
     quiet = MonitorMetrics()
-    busy.watch(lambda: [(endpoint(), state())])
+    busy.watch(lambda: [(endpoint(), state())], lambda ref: state())
 
     busy.observe_request("GET", "200", 0.5)
     busy.alerts.labels(AlertName.REJECTED.value).inc()
@@ -470,7 +483,7 @@ def test_watch_reads_the_snapshot_only_when_collected() -> None:
         return entries
 
     metrics = MonitorMetrics()
-    metrics.watch(snapshot_function)
+    metrics.watch(snapshot_function, lambda ref: None)
     assert calls == []
 
     exposition(metrics)
@@ -523,7 +536,7 @@ def parsed(text: str, *, openmetrics: bool = False) -> dict[str, set[tuple[str, 
 
 
 def serve(metrics: MonitorMetrics, *, openmetrics: bool = False) -> str:
-    return b"".join(metrics.render(openmetrics=openmetrics)).decode()
+    return b"".join(metrics.render(openmetrics=openmetrics).chunks()).decode()
 
 
 def test_label_values_that_need_escaping_survive_the_official_parser(
@@ -585,7 +598,7 @@ def test_render_serves_exactly_what_the_registry_holds(
     assert served.count("# EOF") == (1 if openmetrics else 0)
 
 
-def test_render_re_renders_only_the_endpoints_whose_state_changed(
+def test_render_re_renders_only_the_endpoints_named_as_changed(
     metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snapshot.extend(varied_snapshot())
@@ -602,6 +615,8 @@ def test_render_re_renders_only_the_endpoints_whose_state_changed(
     unchanged = serve(metrics)
     new_state = state(status=ConnectionStatus.AVAILABLE)
     snapshot[2] = (snapshot[2][0], new_state)
+    metrics.endpoint_changed(snapshot[2][0].ref)
+    metrics.endpoint_changed(snapshot[1][0].ref)  # named, but its state is the same object
     changed = serve(metrics)
 
     assert rendered == [new_state]
@@ -617,8 +632,142 @@ def test_render_drops_removed_endpoints_and_follows_the_label_union(
     metrics.render()
 
     del snapshot[0]  # the only endpoint with a "team" label
+    metrics.prepare()  # as Monitor.reconfigure does
     served = serve(metrics)
 
     assert "team=" not in served
     assert f'interface_endpoint_id="{ENDPOINT_ID}"' not in served
     assert parsed(served) == parsed(prometheus_client.generate_latest(metrics.registry).decode())
+
+
+# --- the cached exposition: pieces, dirty tracking, gzip ----------------------------------
+
+
+def fresh_endpoint_text(snapshot: SnapshotList) -> bytes:
+    """The endpoint families rendered from scratch, with no cache involved."""
+    fresh = monitor_metrics.EndpointExposition()
+    fresh.sync(snapshot)
+    return b"".join(monitor_metrics.Exposition(fresh.pieces()).chunks())
+
+
+def numbered(number: int, **overrides: Any) -> EndpointConfig:
+    return endpoint(interface_endpoint_id=f"vpce-{number:08x}", **overrides)
+
+
+def random_state(rng: random.Random) -> EndpointState | None:
+    return rng.choice(
+        [
+            None,
+            state(last_success=rng.choice([LAST_SUCCESS, LAST_SUCCESS + rng.random()])),
+            state(up=rng.random() < 0.5, error_message=rng.choice([None, "quota"])),
+            state(status=rng.choice(list(ConnectionStatus)), delete_requested=True),
+            state(status=None, status_since=None, up=False, missing=True),
+            state(firing={rng.choice(list(AlertName)): LAST_SUCCESS}),
+        ]
+    )
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_served_body_always_equals_a_fresh_render(
+    metrics: MonitorMetrics,
+    snapshot: SnapshotList,
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+) -> None:
+    """Random polls (reported), reloads (prepared) and scrapes: whatever the cache holds,
+    the body is a fresh render's, gzipped or not, and gzip.decompress checks its CRC."""
+    monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 3)
+    rng = random.Random(seed)
+    next_number = 20
+    snapshot.extend((numbered(number), random_state(rng)) for number in range(next_number))
+    for _ in range(60):
+        action = rng.random()
+        if action < 0.5 and snapshot:
+            for _ in range(rng.randint(1, 6)):
+                index = rng.randrange(len(snapshot))
+                snapshot[index] = (snapshot[index][0], random_state(rng))
+                metrics.endpoint_changed(snapshot[index][0].ref)
+        elif action < 0.65:
+            if snapshot and rng.random() < 0.5:
+                del snapshot[rng.randrange(len(snapshot))]
+            else:
+                snapshot.insert(rng.randint(0, len(snapshot)), (numbered(next_number), None))
+                next_number += 1
+            if snapshot:  # a relabelled (equal ids, new config) endpoint rides along
+                index = rng.randrange(len(snapshot))
+                labels = rng.choice([{}, {"team": "payments"}, {"env": 'q"uote'}])
+                config = snapshot[index][0].model_copy(update={"labels": labels})
+                snapshot[index] = (config, snapshot[index][1])
+            metrics.prepare()
+        else:
+            openmetrics = rng.random() < 0.5
+            served = metrics.render(openmetrics=openmetrics)
+            text = b"".join(served.chunks())
+            assert gzip.decompress(served.gzip()) == text
+            endpoints = b"".join(piece.raw() for piece in served.pieces[1:])  # not self-metrics
+            expected = fresh_endpoint_text(snapshot)
+            if openmetrics:
+                assert endpoints == expected + b"# EOF\n"
+                assert list(openmetrics_parser.text_string_to_metric_families(text.decode()))
+            else:
+                assert endpoints == expected
+                assert list(text_string_to_metric_families(text.decode()))
+
+
+def test_unchanged_pieces_are_served_again_without_compressing_them(
+    metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 2)
+    snapshot.extend((numbered(number), state()) for number in range(10))
+    first = metrics.render()
+    first.gzip()
+
+    snapshot[5] = (snapshot[5][0], state(last_success=LAST_SUCCESS + 1))
+    metrics.endpoint_changed(snapshot[5][0].ref)
+    second = metrics.render()
+
+    new = [piece for piece in second.pieces if piece not in first.pieces]
+    # The self-metrics, and block 2 (endpoints 4 and 5) of the last-success family only.
+    assert len(new) == 2
+    assert new[1].raw() == b"".join(
+        line
+        for line in fresh_endpoint_text(snapshot[4:6]).splitlines(keepends=True)
+        if line.startswith(LAST_SUCCESS_SECONDS.encode())
+    )
+    assert gzip.decompress(second.gzip()) == b"".join(second.chunks())
+
+
+def test_an_endpoint_not_reported_as_changed_keeps_its_lines_until_prepare(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    """The cache trusts the reports: what is not reported is served as it was, which is
+    why the Monitor reports every replaced state (tests/test_poller.py checks it does)."""
+    snapshot.append((endpoint(), state(up=True)))
+    before = serve(metrics)
+    snapshot[0] = (snapshot[0][0], state(up=False))
+    assert serve(metrics) == before
+    metrics.prepare()
+    assert serve(metrics) != before
+    assert parsed(serve(metrics)) == parsed(exposition(metrics))
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 65_536, 2**32 + 5])
+def test_crc32_combine_agrees_with_zlib(size: int) -> None:
+    rng = random.Random(size)
+    first = rng.randbytes(rng.randrange(1000))
+    second = rng.randbytes(min(size, 100_000))
+    crc1, crc2 = zlib.crc32(first), zlib.crc32(second)
+    combine = monitor_metrics._crc32_combine
+    python = monitor_metrics._crc32_combine_python
+    assert combine(crc1, crc2, len(second)) == zlib.crc32(first + second)
+    assert python(crc1, crc2, len(second)) == zlib.crc32(first + second)
+    assert combine(crc1, crc2, size) == python(crc1, crc2, size)
+
+
+def test_gzip_without_libz_crc32_combine(
+    metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitor_metrics, "_libz_crc32_combine", None)
+    snapshot.extend(varied_snapshot())
+    served = metrics.render()
+    assert gzip.decompress(served.gzip()) == b"".join(served.chunks())

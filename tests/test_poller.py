@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import itertools
 
 from pydantic import SecretStr
 from structlog.testing import capture_logs
@@ -18,7 +20,8 @@ from monitor.atlas import (
     InterfaceEndpoint,
 )
 from monitor.config import EndpointConfig
-from monitor.poller import PollScheduler, poll_endpoints
+from monitor.metrics import EndpointExposition, Exposition
+from monitor.poller import Monitor, PollScheduler, poll_endpoints
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
 from tests.conftest import (
     GROUP_ID,
@@ -354,3 +357,54 @@ async def test_stopping_cancels_the_cycle_in_flight(start_simulator: StartSimula
         await asyncio.wait_for(scheduler.stop(), 6)
     assert monitor.cycles_completed == 0
     assert monitor.state_of(EndpointConfig.model_validate(HEALTHY)) is None
+
+
+def served_endpoints(monitor: Monitor) -> bytes:
+    """/metrics' endpoint families (self-metrics left out), after checking the gzipped body
+    (CRC included) holds the same text."""
+    served = monitor.metrics.render()
+    assert gzip.decompress(served.gzip()) == b"".join(served.chunks())
+    return b"".join(piece.raw() for piece in served.pieces[1:])
+
+
+def rendered_afresh(monitor: Monitor) -> bytes:
+    fresh = EndpointExposition()
+    fresh.sync(monitor.snapshot())
+    return b"".join(Exposition(fresh.pieces()).chunks())
+
+
+async def test_the_monitor_reports_every_change_metrics_serves(
+    start_simulator: StartSimulator,
+) -> None:
+    """/metrics re-renders only endpoints the Monitor reports: scraped during and between
+    cycles and after reloads, it serves what a render from scratch would."""
+    _, url = await start_simulator(
+        Scenario(
+            endpoints=[
+                simulated(HEALTHY),
+                simulated(REJECTED, status="REJECTED"),
+                simulated(BROKEN, error_message="no subnet in use1-az3"),
+            ]
+        )
+    )
+    ticks = itertools.count(1_700_000_000)
+    settings = settings_for(url, endpoints=[HEALTHY, REJECTED, BROKEN])
+    relabelled = {**HEALTHY, "labels": {"team": "payments"}}
+    added = endpoint_entry(interface_endpoint_id=endpoint_id(4))
+    reloads = [
+        settings_for(url, endpoints=[relabelled, BROKEN, added]).config,
+        settings.config,
+    ]
+    async with monitoring(settings, clock=lambda: float(next(ticks))) as (monitor, client):
+        assert served_endpoints(monitor) == rendered_afresh(monitor)
+        for reload in [*reloads, None]:
+            for _ in range(2):
+                cycle = asyncio.create_task(monitor.run_cycle(client))
+                while not cycle.done():
+                    assert served_endpoints(monitor) == rendered_afresh(monitor)
+                    await asyncio.sleep(0.001)
+                await cycle
+                assert served_endpoints(monitor) == rendered_afresh(monitor)
+            if reload is not None:
+                monitor.reconfigure(reload)
+                assert served_endpoints(monitor) == rendered_afresh(monitor)
