@@ -15,11 +15,13 @@ from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
 from aioresponses import aioresponses
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 from yarl import URL
 
 from monitor import __version__
 from monitor.atlas import (
     MAX_BODY_BYTES,
+    V2_MEDIA_TYPE,
     ApiKey,
     ApiVersion,
     AtlasAuthError,
@@ -30,8 +32,11 @@ from monitor.atlas import (
     AtlasRequestError,
     AtlasServerError,
     AtlasUnreachableError,
+    CloudProvider,
     ConnectionStatus,
     EndpointRef,
+    InterfaceEndpoint,
+    ServiceStatus,
     parse_retry_after,
 )
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
@@ -741,3 +746,220 @@ async def test_without_a_limit_nothing_is_paced(
             await client.get_interface_endpoint(REF)
 
     assert sleeps.delays == []
+
+
+# Atlas Administration API v2
+
+
+V2 = ApiVersion.V2
+AZURE_ID = (
+    "/subscriptions/3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b/resourceGroups/payments-rg/"
+    "providers/Microsoft.Network/privateEndpoints/payments-pe"
+)
+V2_ROOT = f"{BASE}/api/atlas/v2/groups/{GROUP_ID}/privateEndpoint"
+
+
+def v2_endpoint_body(provider: CloudProvider, endpoint_id: str, status: str) -> dict[str, Any]:
+    id_field, status_field = {
+        CloudProvider.AWS: ("interfaceEndpointId", "connectionStatus"),
+        CloudProvider.AZURE: ("privateEndpointResourceId", "status"),
+        CloudProvider.GCP: ("endpointGroupName", "status"),
+    }[provider]
+    return {
+        "cloudProvider": provider.value,
+        id_field: endpoint_id,
+        status_field: status,
+        "errorMessage": None,
+        "deleteRequested": False,
+    }
+
+
+def service_body(provider: CloudProvider, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": PRIVATE_LINK_ID,
+        "cloudProvider": provider.value,
+        "regionName": "us-east-1",
+        "status": "AVAILABLE",
+        "errorMessage": None,
+        **fields,
+    }
+
+
+def test_v2_paths_name_the_provider_and_keep_an_azure_id_in_one_segment() -> None:
+    aws = EndpointRef(GROUP_ID, PRIVATE_LINK_ID, ENDPOINT_ID)
+    azure = EndpointRef(GROUP_ID, PRIVATE_LINK_ID, AZURE_ID, CloudProvider.AZURE)
+
+    assert V2.endpoint_path(aws) == (
+        f"/groups/{GROUP_ID}/privateEndpoint/AWS/endpointService/{PRIVATE_LINK_ID}"
+        f"/endpoint/{ENDPOINT_ID}"
+    )
+    azure_segment = V2.endpoint_path(azure).rsplit("/", 1)[-1]
+    assert azure_segment.startswith("%2Fsubscriptions%2F")
+    assert "/" not in azure_segment
+    assert V1.endpoint_path(aws) == (
+        f"/groups/{GROUP_ID}/privateEndpoint/{PRIVATE_LINK_ID}/interfaceEndpoints/{ENDPOINT_ID}"
+    )
+
+
+async def test_v2_asks_for_the_versioned_media_type_with_the_azure_id_encoded_on_the_wire(
+    make_client: MakeClient,
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append((request.raw_path, request.headers["Accept"]))
+        body = v2_endpoint_body(CloudProvider.AZURE, AZURE_ID, "AVAILABLE")
+        return web.json_response(body, content_type="application/vnd.atlas.2023-01-01+json")
+
+    app = web.Application()
+    app.router.add_route("GET", "/{tail:.*}", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    azure = EndpointRef(GROUP_ID, PRIVATE_LINK_ID, AZURE_ID, CloudProvider.AZURE)
+    try:
+        base_url = str(server.make_url("")).rstrip("/")
+        async with make_client(base_url=base_url, api_version=V2) as client:
+            endpoint = await client.get_interface_endpoint(azure)
+    finally:
+        await server.close()
+
+    assert endpoint.connection_status is ConnectionStatus.AVAILABLE
+    assert seen == [(f"/api/atlas/v2{V2.endpoint_path(azure)}", V2_MEDIA_TYPE)]
+    assert "%2Fsubscriptions%2F" in seen[0][0]
+
+
+@pytest.mark.parametrize(
+    ("provider", "endpoint_id", "status", "expected"),
+    [
+        (CloudProvider.GCP, "analytics-psc", "VERIFIED", ConnectionStatus.VERIFIED),
+        (CloudProvider.GCP, "analytics-psc", "REJECTED", ConnectionStatus.UNKNOWN),
+        (CloudProvider.AZURE, AZURE_ID, "FAILED", ConnectionStatus.FAILED),
+        (CloudProvider.AZURE, AZURE_ID, "PENDING", ConnectionStatus.UNKNOWN),
+        (CloudProvider.AWS, ENDPOINT_ID, "INITIATING", ConnectionStatus.UNKNOWN),
+    ],
+)
+def test_each_provider_reads_its_own_fields_and_statuses(
+    provider: CloudProvider, endpoint_id: str, status: str, expected: ConnectionStatus
+) -> None:
+    endpoint = InterfaceEndpoint.from_json(
+        v2_endpoint_body(provider, endpoint_id, status), provider
+    )
+
+    assert endpoint.interface_endpoint_id == endpoint_id
+    assert endpoint.connection_status is expected
+    assert endpoint.raw_status == status
+
+
+def test_an_answer_about_another_provider_is_refused() -> None:
+    with pytest.raises(ValueError, match="cloudProvider is 'GCP', not AZURE"):
+        InterfaceEndpoint.from_json(
+            v2_endpoint_body(CloudProvider.GCP, "analytics-psc", "AVAILABLE"),
+            CloudProvider.AZURE,
+        )
+
+
+async def test_an_azure_answer_may_spell_the_resource_id_in_another_case(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    azure = EndpointRef(GROUP_ID, PRIVATE_LINK_ID, AZURE_ID, CloudProvider.AZURE)
+    body = v2_endpoint_body(CloudProvider.AZURE, AZURE_ID.lower(), "AVAILABLE")
+    atlas.get(re.compile(r".*/endpoint/%2F.*"), payload=body)
+    async with make_client(api_version=V2) as client:
+        endpoint = await client.get_interface_endpoint(azure)
+
+    assert endpoint.connection_status is ConnectionStatus.AVAILABLE
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+async def test_listing_endpoint_services_reads_each_providers_endpoint_ids(
+    make_client: MakeClient, atlas: aioresponses, wrapped: bool
+) -> None:
+    services = [
+        service_body(CloudProvider.GCP, endpointGroupNames=["analytics-psc", "ml-psc"]),
+        service_body(CloudProvider.GCP, id="65A1B2C3D4E5F60718293A5C", status="DELETING"),
+    ]
+    atlas.get(
+        f"{V2_ROOT}/GCP/endpointService",
+        payload={"results": services} if wrapped else services,
+    )
+    async with make_client(api_version=V2) as client:
+        listed = await client.list_endpoint_services(GROUP_ID, CloudProvider.GCP)
+
+    assert [service.endpoint_ids for service in listed] == [("analytics-psc", "ml-psc"), ()]
+    assert listed[1].service_id == "65a1b2c3d4e5f60718293a5c"
+    assert listed[1].status is ServiceStatus.DELETING
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"id": PRIVATE_LINK_ID}, "expected a JSON array of endpoint services"),
+        ([{"id": "nope", "status": "AVAILABLE"}], "id is missing or not 24 hexadecimal"),
+        ([service_body(CloudProvider.AWS, interfaceEndpoints="vpce-1")], "is not a list"),
+        ([service_body(CloudProvider.AWS, status=None)], "status is missing"),
+    ],
+)
+async def test_a_malformed_service_listing_is_a_bad_response(
+    make_client: MakeClient, atlas: aioresponses, payload: object, expected: str
+) -> None:
+    atlas.get(f"{V2_ROOT}/AWS/endpointService", payload=payload)
+    async with make_client(api_version=V2) as client:
+        with pytest.raises(AtlasBadResponseError, match=expected):
+            await client.list_endpoint_services(GROUP_ID, CloudProvider.AWS)
+
+
+async def test_getting_an_endpoint_service_reads_status_region_and_message(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    atlas.get(
+        f"{V2_ROOT}/AZURE/endpointService/{PRIVATE_LINK_ID}",
+        payload=service_body(
+            CloudProvider.AZURE,
+            regionName="US_EAST_2",
+            status="FAILED",
+            errorMessage="subnet has network policies enabled",
+            privateEndpoints=[AZURE_ID],
+        ),
+    )
+    async with make_client(api_version=V2) as client:
+        service = await client.get_endpoint_service(GROUP_ID, CloudProvider.AZURE, PRIVATE_LINK_ID)
+
+    assert service.status is ServiceStatus.FAILED
+    assert service.region == "US_EAST_2"
+    assert service.error_message == "subnet has network policies enabled"
+    assert service.endpoint_ids == (AZURE_ID,)
+
+
+async def test_adding_on_v2_posts_the_aws_id_as_id(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    url = f"{V2_ROOT}/AWS/endpointService/{PRIVATE_LINK_ID}/endpoint"
+    atlas.post(url, payload=v2_endpoint_body(CloudProvider.AWS, ENDPOINT_ID, "NONE"))
+    async with make_client(api_version=V2) as client:
+        endpoint = await client.add_interface_endpoint(REF)
+
+    assert endpoint.connection_status is ConnectionStatus.NONE
+    (request,) = atlas.requests[("POST", URL(url))]
+    assert request.kwargs["json"] == {"id": ENDPOINT_ID}
+
+
+async def test_rate_limit_headers_running_low_slow_the_project_down_until_they_recover(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps
+) -> None:
+    low = {"RateLimit-Limit": "60", "RateLimit-Remaining": "5"}
+    plenty = {"RateLimit-Limit": "60", "RateLimit-Remaining": "50"}
+    atlas.get(ENDPOINT_URL, payload=endpoint_body(), headers=low)
+    atlas.get(ENDPOINT_URL, payload=endpoint_body(), headers=low)
+    atlas.get(ENDPOINT_URL, payload=endpoint_body(), headers=plenty)
+    atlas.get(ENDPOINT_URL, payload=endpoint_body(), headers=plenty)
+    async with make_client(max_requests_per_minute=None) as client:
+        with capture_logs() as logs:
+            for _ in range(4):
+                await client.get_interface_endpoint(REF)
+
+    # Unpaced by config: while the bucket is low, requests are spaced at its refill rate
+    # (60 per minute: the third waits 1 s behind the second); once it recovers, none waits.
+    assert [round(delay, 1) for delay in sleeps.delays] == [1.0]
+    events = [entry["event"] for entry in logs]
+    assert events.count("atlas_project_slowing_down") == 1
+    assert events.count("atlas_project_rate_recovered") == 1
