@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from monitor.atlas import ApiKey
+from monitor.atlas import ApiKey, ApiVersion, CloudProvider, ServiceAccount
 from monitor.config import (
     DEFAULT_BASE_URL,
     DEFAULT_PORT,
@@ -353,3 +353,189 @@ def test_config_path_falls_back_to_env_then_fails_clearly() -> None:
 def test_shipped_configs_are_valid(name: str) -> None:
     settings = load_settings(REPO / "config" / name, CREDENTIALS_ENV)
     assert settings.config.endpoints
+
+
+# Atlas Administration API v2: providers, discovery, service accounts
+
+AZURE_ID = (
+    "/subscriptions/3f2a1b4c-5d6e-4f70-8a9b-0c1d2e3f4a5b/resourceGroups/payments-rg/"
+    "providers/Microsoft.Network/privateEndpoints/payments-pe"
+)
+V2 = {"api_version": "v2"}
+
+
+def test_v2_takes_every_provider_with_its_own_id_format() -> None:
+    config = parse_config(
+        config_document(
+            atlas=V2,
+            endpoints=[
+                endpoint_entry(),
+                endpoint_entry(cloud_provider="AZURE", interface_endpoint_id=AZURE_ID),
+                endpoint_entry(cloud_provider="GCP", interface_endpoint_id="analytics-psc"),
+            ],
+        ),
+        {},
+    )
+
+    assert [endpoint.cloud_provider for endpoint in config.endpoints] == list(CloudProvider)
+    assert config.endpoints[1].ref.cloud_provider is CloudProvider.AZURE
+    assert config.atlas.api_version is ApiVersion.V2
+
+
+def test_the_default_stays_v1_and_aws() -> None:
+    config = parse_config(config_document(), {})
+
+    assert config.atlas.api_version is ApiVersion.V1
+    assert config.endpoints[0].cloud_provider is CloudProvider.AWS
+    assert config.discover == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "endpoint_id", "expected"),
+    [
+        ("AZURE", "vpce-0b9c5701325cb15dd", "must be an Azure private endpoint resource id"),
+        ("GCP", "Analytics_PSC", "must be a GCP endpoint group name"),
+        ("AWS", "analytics-psc", "must be an AWS interface endpoint id"),
+        ("GCP", "a" * 64, "must be a GCP endpoint group name"),
+        ("AZURE", AZURE_ID.replace("privateEndpoints", "virtualNetworks"), "must be an Azure"),
+    ],
+)
+def test_an_id_of_the_wrong_shape_for_its_provider_names_the_field(
+    provider: str, endpoint_id: str, expected: str
+) -> None:
+    entry = endpoint_entry(cloud_provider=provider, interface_endpoint_id=endpoint_id)
+
+    problems = problems_of(config_document(atlas=V2, endpoints=[entry]))
+
+    (problem,) = problems
+    assert problem.startswith(f"endpoints.0.interface_endpoint_id: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (
+            config_document(
+                endpoints=[endpoint_entry(cloud_provider="AZURE", interface_endpoint_id=AZURE_ID)]
+            ),
+            "endpoints.0.cloud_provider: AZURE needs atlas.api_version: v2",
+        ),
+        (
+            config_document(discover=[{"group_id": GROUP_ID}]),
+            "discover: needs atlas.api_version: v2",
+        ),
+        (
+            config_document(
+                atlas=V2,
+                endpoints=[
+                    endpoint_entry(
+                        cloud_provider="GCP", interface_endpoint_id="psc", add_if_missing=True
+                    )
+                ],
+            ),
+            "endpoints.0.add_if_missing: only AWS endpoints can be added",
+        ),
+        (
+            config_document(endpoints=[endpoint_entry(cloud_provider="aws")]),
+            "endpoints.0.cloud_provider: Input should be 'AWS', 'AZURE' or 'GCP'",
+        ),
+        (
+            config_document(atlas=V2, discover=[{"group_id": GROUP_ID, "cloud_providers": []}]),
+            "discover.0.cloud_providers: List should have at least 1 item",
+        ),
+        (
+            config_document(
+                atlas=V2, discover=[{"group_id": GROUP_ID, "labels": {"cloud_provider": "x"}}]
+            ),
+            "discover.0.labels: 'cloud_provider' is set by the exporter itself",
+        ),
+    ],
+)
+def test_v2_rules_are_checked_across_sections(document: Any, expected: str) -> None:
+    problems = problems_of(document)
+
+    assert any(problem.startswith(expected) for problem in problems), problems
+
+
+def test_discovery_alone_is_a_valid_config() -> None:
+    config = parse_config(
+        {"atlas": V2, "discover": [{"group_id": GROUP_ID.upper(), "labels": {"env": "prod"}}]},
+        {},
+    )
+
+    (entry,) = config.discover
+    assert entry.group_id == GROUP_ID
+    assert entry.cloud_providers == list(CloudProvider)
+    assert config.endpoints == []
+    assert config.poll.discover_every_cycles == 10
+
+
+def test_azure_duplicates_differing_only_in_case_are_caught() -> None:
+    entries = [
+        endpoint_entry(cloud_provider="AZURE", interface_endpoint_id=AZURE_ID),
+        endpoint_entry(cloud_provider="AZURE", interface_endpoint_id=AZURE_ID.lower()),
+    ]
+
+    (problem,) = problems_of(config_document(atlas=V2, endpoints=entries))
+
+    assert problem.startswith("endpoints.1: duplicate of endpoints.0")
+
+
+SERVICE_ACCOUNT_ENV = {
+    "MONGODB_ATLAS_CLIENT_ID": "mdb_sa_id_1234",
+    "MONGODB_ATLAS_CLIENT_SECRET": "mdb_sa_sk_SeCrEt",
+}
+
+
+def test_a_service_account_logs_in_instead_of_an_api_key(write_config: WriteConfig) -> None:
+    credentials = load_settings(write_config(), SERVICE_ACCOUNT_ENV).credentials
+
+    assert credentials.login == ServiceAccount("mdb_sa_id_1234", SecretStr("mdb_sa_sk_SeCrEt"))
+    assert credentials.secret.get_secret_value() == "mdb_sa_sk_SeCrEt"
+    assert credentials.describe() == (
+        "service account mdb_sa_id_1234, client secret from MONGODB_ATLAS_CLIENT_SECRET"
+    )
+    assert "SeCrEt" not in repr(credentials)
+
+
+def test_the_client_secret_may_come_from_a_file(write_config: WriteConfig, tmp_path: Path) -> None:
+    secret_file = tmp_path / "client-secret"
+    secret_file.write_text("mdb_sa_sk_SeCrEt\n", encoding="utf-8")
+    secret_file.chmod(0o400)
+    env = {
+        "MONGODB_ATLAS_CLIENT_ID": "mdb_sa_id_1234",
+        "MONGODB_ATLAS_CLIENT_SECRET_FILE": str(secret_file),
+    }
+
+    credentials = load_settings(write_config(), env).credentials
+
+    assert credentials.secret.get_secret_value() == "mdb_sa_sk_SeCrEt"
+    assert credentials.warnings == ()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {**CREDENTIALS_ENV, **SERVICE_ACCOUNT_ENV},
+            "env.MONGODB_ATLAS_CLIENT_ID: set either an API key",
+        ),
+        (
+            {"MONGODB_ATLAS_CLIENT_SECRET": "mdb_sa_sk_SeCrEt"},
+            "env.MONGODB_ATLAS_CLIENT_ID: not set",
+        ),
+        (
+            {"MONGODB_ATLAS_CLIENT_ID": "mdb_sa_id_1234"},
+            "env.MONGODB_ATLAS_CLIENT_SECRET: not set",
+        ),
+        ({}, "env.MONGODB_ATLAS_PUBLIC_API_KEY: not set"),
+    ],
+)
+def test_credential_mix_ups_are_named(
+    write_config: WriteConfig, env: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config(), env)
+
+    assert any(problem.startswith(expected) for problem in caught.value.problems)
+    assert "SeCrEt" not in str(caught.value)
