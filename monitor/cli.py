@@ -18,6 +18,7 @@ from monitor.config import (
     PRIVATE_KEY_ENV,
     PUBLIC_KEY_ENV,
     ConfigError,
+    MonitorConfig,
     Settings,
     load_settings,
     resolve_config_path,
@@ -152,8 +153,8 @@ def _check(args: argparse.Namespace) -> int:
     config = settings.config
     print(
         f"{settings.source}: valid\n"
-        f"  endpoints:    {len(config.endpoints)}\n"
-        f"  atlas:        {config.atlas.base_url}\n"
+        f"  endpoints:    {len(config.endpoints)}{_discovery_summary(config)}\n"
+        f"  atlas:        {config.atlas.base_url} (API {config.atlas.api_version})\n"
         f"  poll:         every {config.poll.interval_seconds:g} s, "
         f"{config.poll.concurrency} at a time\n"
         f"  server:       {config.server.host}:{config.server.port}\n"
@@ -162,6 +163,16 @@ def _check(args: argparse.Namespace) -> int:
     for warning in settings.credentials.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
+
+
+def _discovery_summary(config: MonitorConfig) -> str:
+    if not config.discover:
+        return ""
+    projects = len({entry.group_id for entry in config.discover})
+    return (
+        f", plus those discovered in {projects} project(s) every "
+        f"{config.poll.discover_every_cycles} cycles"
+    )
 
 
 def _once(args: argparse.Namespace) -> int:
