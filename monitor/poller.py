@@ -250,7 +250,8 @@ class Monitor:
         self._discovered: Discovered = {}
         self._services: dict[ServiceKey, ServiceState] = {}
         self._service_keys: list[ServiceKey] = []
-        self._cycles_started = 0
+        self._cycles_to_discovery = 0
+        """Cycles left before the next discovery; 0 = discover at the start of the next one."""
         self._cycles_completed = 0
         self._cycle_finished = asyncio.Condition()
         metrics.poll_interval.set(config.poll.interval_seconds)
@@ -289,6 +290,8 @@ class Monitor:
             for entry in config.discover
             for provider in entry.cloud_providers
         }
+        if wanted != self._discovered.keys():
+            self._cycles_to_discovery = 0  # new projects or providers: look at the next cycle
         self._discovered = {key: found for key, found in self._discovered.items() if key in wanted}
         self.config = config
         self.metrics.poll_interval.set(config.poll.interval_seconds)
@@ -353,12 +356,10 @@ class Monitor:
         """Poll every endpoint once, advancing each one's state as soon as it is known."""
         started = time.perf_counter()
         concurrency = self.config.poll.concurrency
-        if (
-            self.config.discover
-            and self._cycles_started % self.config.poll.discover_every_cycles == 0
-        ):
+        if self.config.discover and self._cycles_to_discovery == 0:
+            self._cycles_to_discovery = self.config.poll.discover_every_cycles
             await self._discover(client)
-        self._cycles_started += 1
+        self._cycles_to_discovery = max(0, self._cycles_to_discovery - 1)
         await for_each_bounded(
             self._service_keys, concurrency, lambda key: self._check_service(client, key)
         )

@@ -24,6 +24,7 @@ def result_record(result: PollResult) -> dict[str, Any]:
         "group_id": endpoint.group_id,
         "private_link_id": endpoint.private_link_id,
         "interface_endpoint_id": endpoint.interface_endpoint_id,
+        "cloud_provider": endpoint.cloud_provider.value,
         "connection_status": answer.connection_status.value if answer else None,
         "raw_status": answer.raw_status if answer else None,
         "error_message": answer.error_message if answer else None,

@@ -182,6 +182,7 @@ def test_once_json_has_one_object_per_endpoint(capsys: pytest.CaptureFixture[str
         "group_id": "5e2211c17a3e5a48f5497de3",
         "private_link_id": "5e3a1b2c7a3e5a48f5497de4",
         "interface_endpoint_id": "vpce-0a1b2c3d4e5f60718",
+        "cloud_provider": "AWS",
         "connection_status": "REJECTED",
         "raw_status": "REJECTED",
         "error_message": None,

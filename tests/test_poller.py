@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import itertools
 
+import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -15,11 +16,13 @@ from monitor.atlas import (
     ApiVersion,
     AtlasClient,
     AtlasServerError,
+    CloudProvider,
     ConnectionStatus,
     EndpointRef,
+    EndpointService,
     InterfaceEndpoint,
 )
-from monitor.config import EndpointConfig
+from monitor.config import EndpointConfig, Settings
 from monitor.metrics import EndpointExposition, Exposition
 from monitor.poller import Monitor, PollScheduler, poll_endpoints
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
@@ -408,3 +411,52 @@ async def test_the_monitor_reports_every_change_metrics_serves(
             if reload is not None:
                 monitor.reconfigure(reload)
                 assert served_endpoints(monitor) == rendered_afresh(monitor)
+
+
+OTHER_GROUP_ID = "6a1f3c9e2b7d4f0a8c5e1d3b"
+
+
+async def test_discovery_runs_every_n_cycles_and_at_once_after_a_reload_changes_it(
+    start_simulator: StartSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = endpoint_entry(interface_endpoint_id=endpoint_id(1))
+    second = endpoint_entry(group_id=OTHER_GROUP_ID, interface_endpoint_id=endpoint_id(2))
+    _, url = await start_simulator(Scenario(endpoints=[simulated(first), simulated(second)]))
+
+    def discovering(group_id: str) -> Settings:
+        return settings_for(
+            url,
+            atlas={"api_version": "v2", "timeout_seconds": 5, "max_retries": 0},
+            poll={"discover_every_cycles": 3},
+            endpoints=[],
+            discover=[{"group_id": group_id, "cloud_providers": ["AWS"]}],
+        )
+
+    listed: list[str] = []
+
+    settings = discovering(GROUP_ID)
+    async with monitoring(settings) as (monitor, client):
+        list_endpoint_services = client.list_endpoint_services
+
+        async def counting(group_id: str, provider: CloudProvider) -> list[EndpointService]:
+            listed.append(group_id)
+            return await list_endpoint_services(group_id, provider)
+
+        monkeypatch.setattr(client, "list_endpoint_services", counting)
+        for _ in range(4):
+            await monitor.run_cycle(client)
+        assert [endpoint.interface_endpoint_id for endpoint in monitor.endpoints] == [
+            endpoint_id(1)
+        ]
+        assert listed == [GROUP_ID, GROUP_ID]  # cycles 1 and 4
+        with capture_logs() as logs:
+            monitor.reconfigure(discovering(OTHER_GROUP_ID).config)
+            await monitor.run_cycle(client)
+
+    assert listed == [GROUP_ID, GROUP_ID, OTHER_GROUP_ID]
+    assert [endpoint.interface_endpoint_id for endpoint in monitor.endpoints] == [endpoint_id(2)]
+    removed = events_in(logs, "endpoint_removed")
+    assert [entry["interface_endpoint_id"] for entry in removed] == [endpoint_id(1)]
+    assert [entry["interface_endpoint_id"] for entry in events_in(logs, "endpoint_discovered")] == [
+        endpoint_id(2)
+    ]
