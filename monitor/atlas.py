@@ -780,7 +780,7 @@ class AtlasClient:
                 method, url, json=json_body, allow_redirects=False
             ) as response:
                 self._note_rate_limit(path, response.headers)
-                body = await _read_capped(response, method, path)
+                body = await read_capped(response, method, path)
                 return _interpret(method, path, response.status, response.headers, body)
         except AtlasError:
             raise
@@ -814,7 +814,7 @@ class AtlasClient:
         return response
 
 
-async def _read_capped(response: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+async def read_capped(response: aiohttp.ClientResponse, method: str, path: str) -> bytes:
     """Stop reading at the cap, so a runaway answer cannot exhaust memory."""
     chunks = []
     size = 0

@@ -48,8 +48,8 @@ from monitor.atlas import (
     AtlasRequestError,
     AtlasServerError,
     AtlasUnreachableError,
-    _read_capped,
     parse_retry_after,
+    read_capped,
 )
 
 TOKEN_PATH: Final = "/api/oauth/token"  # noqa: S105 (a URL path, not a password)
@@ -198,7 +198,7 @@ class ServiceAccountLogin:
                 raise_for_status=False,
                 middlewares=(),  # not the session's: they would log in to log in
             ) as response:
-                body = await _read_capped(response, LOGIN_METHOD, TOKEN_PATH)
+                body = await read_capped(response, LOGIN_METHOD, TOKEN_PATH)
                 return response.status, response.headers, body
         except AtlasError:
             raise
