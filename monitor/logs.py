@@ -23,6 +23,10 @@ class _SecretMasker:
     def __init__(self, secrets: Iterable[str]) -> None:
         self._secrets = [secret for secret in secrets if secret]
 
+    def add(self, secret: str) -> None:
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
+
     def __call__(self, logger: object, method_name: str, event_dict: EventDict) -> EventDict:
         if self._secrets:
             for key, value in event_dict.items():
@@ -58,6 +62,13 @@ class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
 # Libraries that speak through the standard logging module, and the least level of theirs
 # worth a line: APScheduler reports every job run at info, which the poller logs better.
 _LIBRARY_LEVELS = {"apscheduler": logging.ERROR}
+_masker = _SecretMasker(())
+"""The masker of the logging configured last, for secrets that arrive later (a reload)."""
+
+
+def mask_secret(secret: str) -> None:
+    """Mask ``secret`` too from now on: new credentials read by a config reload."""
+    _masker.add(secret)
 
 
 def configure_logging(
@@ -69,14 +80,16 @@ def configure_logging(
 ) -> None:
     """Route structlog, and the standard logging of libraries, to ``stream`` (stdout by
     default) at ``level`` and above, in one format."""
+    global _masker
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    _masker = _SecretMasker(secrets)
     output = stream or sys.stdout
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
-        _SecretMasker(secrets),
+        _masker,
     ]
     renderer: Processor
     if log_format == "console":

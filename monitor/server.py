@@ -18,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 from monitor import __version__
 from monitor.config import ConfigError, Settings, load_settings
 from monitor.lifecycle import serve_on_stack
+from monitor.logs import mask_secret
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, PollScheduler, build_client
 
@@ -108,6 +109,8 @@ class Runtime:
             old.config.poll,
             old.credentials,
         )
+        if new.credentials != old.credentials:
+            mask_secret(new.credentials.secret.get_secret_value())
         if restart:
             await self._stop_polling()
         self._monitor.reconfigure(new.config)

@@ -8,7 +8,7 @@ import logging
 
 import structlog
 
-from monitor.logs import REDACTED, configure_logging
+from monitor.logs import REDACTED, configure_logging, mask_secret
 from tests.conftest import PRIVATE_KEY
 
 
@@ -67,3 +67,14 @@ def test_reconfiguring_replaces_the_handler_instead_of_doubling_lines() -> None:
     logging.getLogger("aiohttp.server").warning("once")
     assert first.getvalue() == ""
     assert len(second.getvalue().splitlines()) == 1
+
+
+def test_a_secret_read_later_by_a_reload_is_masked_too() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream, secrets=[PRIVATE_KEY])
+    mask_secret("mdb_sa_sk_NeW-SeCrEt")
+    structlog.get_logger("t").warning("oops", detail="mdb_sa_sk_NeW-SeCrEt", old=PRIVATE_KEY)
+
+    record = json.loads(stream.getvalue())
+    assert record["detail"] == REDACTED
+    assert record["old"] == REDACTED
