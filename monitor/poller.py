@@ -540,7 +540,7 @@ def _log_service_change(key: ServiceKey, previous: ServiceState, state: ServiceS
             log.warning("unknown_endpoint_service_status", **identity, raw_status=state.raw_status)
     if state.missing and not previous.missing:
         log.warning("endpoint_service_not_found", **identity)
-    if state.last_failure and not state.missing and previous.up is not state.up:
+    if not state.up and not state.missing and state.last_failure != previous.last_failure:
         log.warning("endpoint_service_poll_failed", **identity, cause=state.last_failure)
 
 
