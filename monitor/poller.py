@@ -439,7 +439,8 @@ class Monitor:
             "duration_seconds": round(duration, 3),
             "endpoints": len(self._endpoints),
             "up": sum(state.up for state in states),
-            "firing_alerts": sum(len(state.firing) for state in states),
+            "firing_alerts": sum(len(state.firing) for state in states)
+            + sum(len(state.firing) for state in self._services.values()),
         }
         interval = self.config.poll.interval_seconds
         if duration > interval:
