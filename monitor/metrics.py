@@ -34,7 +34,7 @@ OPENMETRICS_EOF = b"# EOF\n"
 # Endpoints per piece of a family's text: a scrape during a cycle finds a few pieces changed
 # (polls go down the config in order), and compresses only those; the rest is cached.
 BLOCK_ENDPOINTS = 256
-COMPRESS_EVERY = 0.5
+COMPRESS_EVERY = 0.25
 """Seconds between two rounds of background compression (MonitorMetrics.keep_compressed):
 a block polls left at least this long ago is compressed before any scrape asks for it."""
 # Level 1 compresses the repetitive exposition text nearly as well as the default 6, in
@@ -661,11 +661,14 @@ class MonitorMetrics:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(every)
-            if not self._prepared:
-                continue
-            pending = self._exposition.settle()
+            pending = self.settled()
             if pending:
                 await loop.run_in_executor(None, _compress, pending)
+
+    def settled(self) -> Sequence[_Piece]:
+        """The pieces a background compression may compress now (EndpointExposition.settle);
+        called once per round, as it tells blocks changed since the previous call apart."""
+        return self._exposition.settle() if self._prepared else ()
 
 
 def _compress(pieces: Sequence[_Piece]) -> None:
