@@ -273,7 +273,8 @@ class Exposition:
         """The text as one gzip member (RFC 1952): a header, the pieces' deflate streams one
         after the other, an empty final block, then the CRC-32 and size of the whole text.
 
-        Only pieces that changed since they were last served are compressed here; the CRC
+        Only pieces not compressed yet (neither by an earlier scrape nor by
+        MonitorMetrics.keep_compressed since they changed) are compressed here; the CRC
         of the whole is combined from the pieces' (see _crc32_combine), not computed over
         30 MB again.
         """
