@@ -1,12 +1,13 @@
-"""Prometheus metrics: endpoint gauges built from a state snapshot at scrape time, plus the
-monitor's own counters and histograms, all in one private registry per daemon.
+"""Prometheus metrics: endpoint gauges rendered as the poller changes each endpoint's
+state, plus the monitor's own counters and histograms, all in one private registry per daemon.
 
-A scrape never calls Atlas and never waits for a poll: it reads whatever the last polls
+A scrape never calls Atlas and never waits for a poll: it serves whatever the last polls
 left in the state table, which is what Prometheus' exporter guidelines ask for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import struct
@@ -33,6 +34,9 @@ OPENMETRICS_EOF = b"# EOF\n"
 # Endpoints per piece of a family's text: a scrape during a cycle finds a few pieces changed
 # (polls go down the config in order), and compresses only those; the rest is cached.
 BLOCK_ENDPOINTS = 256
+COMPRESS_EVERY = 0.25
+"""Seconds between two rounds of background compression (MonitorMetrics.keep_compressed):
+a block polls left at least this long ago is compressed before any scrape asks for it."""
 # Level 1 compresses the repetitive exposition text nearly as well as the default 6, in
 # half the time.
 GZIP_LEVEL = 1
@@ -107,11 +111,13 @@ class EndpointExposition:
 
     Each endpoint's lines are written from a template holding everything but the values
     (built once per config). ``sync`` walks the whole snapshot (at start and after a reload);
-    between syncs the poller names the endpoints whose state it replaced (``changed``), and a
-    scrape re-renders only those. The text is kept as pieces of BLOCK_ENDPOINTS endpoints per
-    family: a piece nobody's lines changed in is the very same object scrape after scrape, so
-    its compressed form (see _Piece) is computed once, not per scrape. The text is the same
-    in the Prometheus and the OpenMetrics format (gauges only).
+    between syncs the poller hands over each state it replaced (``changed``), whose lines are
+    written then, in the poll that caused them, so a scrape never renders a whole cycle's
+    worth at once. The text is kept as pieces of BLOCK_ENDPOINTS endpoints per family: a
+    piece nobody's lines changed in is the very same object scrape after scrape, so its
+    compressed form (see _Piece) is computed once, not per scrape, and ``settle`` lets a
+    background task compute it for blocks the polls have left, before a scrape needs it.
+    The text is the same in the Prometheus and the OpenMetrics format (gauges only).
     """
 
     def __init__(self) -> None:
@@ -119,7 +125,11 @@ class EndpointExposition:
         self._index: dict[EndpointRef, int] = {}
         self._blocks: list[tuple[_Piece, ...]] = []
         self._configured = _Piece(())
-        self._changed: set[EndpointRef] = set()
+        self._dirty: set[int] = set()
+        """Blocks with an endpoint re-rendered since the block's pieces were built."""
+        self._recent: set[int] = set()
+        """Blocks with an endpoint re-rendered since the last ``settle``: polls may still be
+        busy in them, so compressing them now would likely be wasted."""
 
     def sync(self, snapshot: Snapshot) -> None:
         """Bring everything up to date with ``snapshot``: configs, order and states."""
@@ -133,7 +143,8 @@ class EndpointExposition:
             rendered.append(cached)
         self._rendered = rendered
         self._index = {entry.endpoint.ref: number for number, entry in enumerate(rendered)}
-        self._changed.clear()
+        self._dirty.clear()
+        self._recent.clear()
         old_blocks = self._blocks
         self._blocks = [
             self._block(number, old_blocks[number] if number < len(old_blocks) else None)
@@ -142,26 +153,46 @@ class EndpointExposition:
         configured = f"{CONFIGURED.name} {_go_float(len(snapshot))}\n".encode()
         self._configured = _Piece((_header(CONFIGURED), configured))
 
-    def changed(self, ref: EndpointRef) -> None:
-        """Note that ``ref``'s state was replaced; the next ``update`` re-renders it."""
-        self._changed.add(ref)
+    def changed(self, ref: EndpointRef, state: EndpointState | None) -> None:
+        """Re-render ``ref`` showing ``state``, its new one; its block's pieces are rebuilt by
+        the next ``update`` or ``settle``. An endpoint gone since the last sync is skipped (it
+        dropped its lines)."""
+        number = self._index.get(ref)
+        if number is None:
+            return
+        previous = self._rendered[number]
+        if previous.state is not state:
+            self._rendered[number] = previous.with_state(state)
+            block = number // BLOCK_ENDPOINTS
+            self._dirty.add(block)
+            self._recent.add(block)
 
-    def update(self, state_of: Callable[[EndpointRef], EndpointState | None]) -> None:
-        """Re-render the endpoints noted as changed, reading their state through
-        ``state_of``; endpoints gone since the last sync are skipped (it dropped their lines)."""
-        dirty: set[int] = set()
-        for ref in self._changed:
-            number = self._index.get(ref)
-            if number is None:
-                continue
-            previous = self._rendered[number]
-            state = state_of(ref)
-            if previous.state is not state:
-                self._rendered[number] = previous.with_state(state)
-                dirty.add(number // BLOCK_ENDPOINTS)
-        self._changed.clear()
-        for block in dirty:
+    def update(self) -> None:
+        """Rebuild the pieces of every block an endpoint was re-rendered in."""
+        self._rebuild(self._dirty)
+
+    def settle(self) -> list[_Piece]:
+        """Rebuild the pieces of the blocks re-rendered before the previous ``settle`` and
+        not since (the polls have left them), and return every piece not compressed yet
+        except those of blocks still changing: what a background compression may do now."""
+        self._rebuild(self._dirty - self._recent)
+        busy = self._recent
+        self._recent = set()
+        pending = [
+            piece
+            for number, block in enumerate(self._blocks)
+            if number not in busy
+            for piece in block
+            if not piece.is_compressed
+        ]
+        if not self._configured.is_compressed:
+            pending.append(self._configured)
+        return pending
+
+    def _rebuild(self, blocks: set[int]) -> None:
+        for block in blocks:
             self._blocks[block] = self._block(block, self._blocks[block])
+        self._dirty -= blocks
 
     def pieces(self) -> tuple[_Piece, ...]:
         """The families' text as of the last sync and update."""
@@ -204,6 +235,10 @@ class _Piece:
     def raw(self) -> bytes:
         return b"".join(self.parts)
 
+    @property
+    def is_compressed(self) -> bool:
+        return self._compressed is not None
+
     def compressed(self) -> _Compressed:
         compressed = self._compressed
         if compressed is None:
@@ -238,7 +273,8 @@ class Exposition:
         """The text as one gzip member (RFC 1952): a header, the pieces' deflate streams one
         after the other, an empty final block, then the CRC-32 and size of the whole text.
 
-        Only pieces that changed since they were last served are compressed here; the CRC
+        Only pieces not compressed yet (neither by an earlier scrape nor by
+        MonitorMetrics.keep_compressed since they changed) are compressed here; the CRC
         of the whole is combined from the pieces' (see _crc32_combine), not computed over
         30 MB again.
         """
@@ -596,20 +632,49 @@ class MonitorMetrics:
         self._prepared = True
 
     def endpoint_changed(self, ref: EndpointRef) -> None:
-        """The state of ``ref`` was replaced: the next scrape re-renders its lines, and only
-        endpoints named here (or all, after ``prepare``) are re-rendered."""
-        self._exposition.changed(ref)
+        """The state of ``ref`` was replaced: its lines are re-rendered now (a few
+        microseconds per poll, where a scrape would pay for every endpoint polled since the
+        last one); only endpoints named here (or all, after ``prepare``) are re-rendered."""
+        if self._prepared:
+            self._exposition.changed(ref, self._state_of(ref))
 
     def render(self, *, openmetrics: bool = False) -> Exposition:
         """The whole exposition, in the Prometheus text format or OpenMetrics."""
         if not self._prepared:
             self.prepare()
-        self._exposition.update(self._state_of)
+        self._exposition.update()
         endpoints = self._exposition.pieces()
         if not openmetrics:
             return Exposition((_Piece((generate_latest(self._own),)), *endpoints))
         own = _openmetrics_latest(self._own).removesuffix(OPENMETRICS_EOF)
         return Exposition((_Piece((own,)), *endpoints, _EOF))
+
+    async def keep_compressed(self, every: float = COMPRESS_EVERY) -> None:
+        """Until cancelled, every ``every`` seconds: compress the pieces of the blocks polls
+        have left, in one worker thread call, so that a scrape, even one after a whole cycle,
+        compresses only the blocks still being polled. The daemon's app runs this for as
+        long as it serves.
+
+        Pieces are immutable text, so a reload or a scrape meanwhile is harmless: a reload
+        drops pieces this may still compress, and a scrape compressing the same piece at
+        once gets the same bytes (see _Piece).
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            pending = self.settled()
+            if pending:
+                await loop.run_in_executor(None, _compress, pending)
+
+    def settled(self) -> Sequence[_Piece]:
+        """The pieces a background compression may compress now (EndpointExposition.settle);
+        called once per round, as it tells blocks changed since the previous call apart."""
+        return self._exposition.settle() if self._prepared else ()
+
+
+def _compress(pieces: Sequence[_Piece]) -> None:
+    for piece in pieces:
+        piece.compressed()
 
 
 class ServiceCollector(Collector):

@@ -167,9 +167,13 @@ def create_app(
 
 async def _running(app: web.Application) -> AsyncIterator[None]:
     await app[RUNTIME].start()
+    compressing = asyncio.create_task(app[MONITOR].metrics.keep_compressed())
     try:
         yield
     finally:
+        compressing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await compressing
         await app[RUNTIME].stop()
 
 
@@ -187,7 +191,8 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
 
     At 10,000 endpoints the text is about 30 MB, so it is never joined whole: it goes out
     piece by piece, or (as Prometheus asks) gzipped in a worker thread, where only the pieces
-    that changed since the last scrape are compressed (see monitor.metrics.Exposition).
+    not compressed yet (by an earlier scrape or in the background, see
+    MonitorMetrics.keep_compressed) are compressed (see monitor.metrics.Exposition).
     """
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import random
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import prometheus_client
@@ -617,6 +619,7 @@ def test_render_re_renders_only_the_endpoints_named_as_changed(
     snapshot[2] = (snapshot[2][0], new_state)
     metrics.endpoint_changed(snapshot[2][0].ref)
     metrics.endpoint_changed(snapshot[1][0].ref)  # named, but its state is the same object
+    assert rendered == [new_state]  # when reported, not when scraped
     changed = serve(metrics)
 
     assert rendered == [new_state]
@@ -667,22 +670,36 @@ def random_state(rng: random.Random) -> EndpointState | None:
     )
 
 
-@pytest.mark.parametrize("seed", range(8))
+def compress(pieces: Sequence[monitor_metrics._Piece]) -> None:
+    """What MonitorMetrics.keep_compressed does with ``settled`` in a worker thread."""
+    for piece in pieces:
+        piece.compressed()
+
+
+@pytest.mark.parametrize("seed", range(12))
 def test_served_body_always_equals_a_fresh_render(
     metrics: MonitorMetrics,
     snapshot: SnapshotList,
     monkeypatch: pytest.MonkeyPatch,
     seed: int,
 ) -> None:
-    """Random polls (reported), reloads (prepared) and scrapes: whatever the cache holds,
-    the body is a fresh render's, gzipped or not, and gzip.decompress checks its CRC."""
+    """Random polls (rendered as reported), reloads (prepared), background compressions
+    (finishing at once, later, after reloads and scrapes, or in a thread racing a scrape)
+    and scrapes: whatever the cache holds, the body is a fresh render's, gzipped or not, and
+    gzip.decompress checks its CRC."""
     monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 3)
     rng = random.Random(seed)
     next_number = 20
     snapshot.extend((numbered(number), random_state(rng)) for number in range(next_number))
-    for _ in range(60):
+    in_flight: list[Sequence[monitor_metrics._Piece]] = []
+    """Background compressions handed their pieces and not finished yet."""
+    for _ in range(80):
         action = rng.random()
-        if action < 0.5 and snapshot:
+        if action < 0.15:
+            in_flight.append(metrics.settled())
+            if rng.random() < 0.5:
+                compress(in_flight.pop(rng.randrange(len(in_flight))))
+        elif action < 0.5 and snapshot:
             for _ in range(rng.randint(1, 6)):
                 index = rng.randrange(len(snapshot))
                 snapshot[index] = (snapshot[index][0], random_state(rng))
@@ -703,7 +720,15 @@ def test_served_body_always_equals_a_fresh_render(
             openmetrics = rng.random() < 0.5
             served = metrics.render(openmetrics=openmetrics)
             text = b"".join(served.chunks())
+            racing = [
+                threading.Thread(target=compress, args=(in_flight.pop(),))
+                for _ in range(rng.randint(0, len(in_flight)))
+            ]
+            for thread in racing:
+                thread.start()
             assert gzip.decompress(served.gzip()) == text
+            for thread in racing:
+                thread.join()
             endpoints = b"".join(piece.raw() for piece in served.pieces[1:])  # not self-metrics
             expected = fresh_endpoint_text(snapshot)
             if openmetrics:
@@ -735,6 +760,98 @@ def test_unchanged_pieces_are_served_again_without_compressing_them(
         if line.startswith(LAST_SUCCESS_SECONDS.encode())
     )
     assert gzip.decompress(second.gzip()) == b"".join(second.chunks())
+
+
+def counting_compressions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Makes every piece compression append to the returned list."""
+    calls: list[int] = []
+    real = zlib.compressobj
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(zlib, "compressobj", counting)
+    return calls
+
+
+def test_background_compression_leaves_a_scrape_only_the_blocks_still_being_polled(
+    metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 2)
+    snapshot.extend((numbered(number), state()) for number in range(10))
+    metrics.prepare()
+    compress(metrics.settled())  # everything, after a reload
+    calls = counting_compressions(monkeypatch)
+
+    def poll(index: int, last_success: float) -> None:
+        snapshot[index] = (snapshot[index][0], state(last_success=last_success))
+        metrics.endpoint_changed(snapshot[index][0].ref)
+
+    poll(1, LAST_SUCCESS + 1)  # block 0
+    poll(5, LAST_SUCCESS + 1)  # block 2
+    assert metrics.settled() == []  # both blocks may still be being polled
+    poll(4, LAST_SUCCESS + 2)  # block 2 still is; block 0 was left
+    settled = metrics.settled()
+    assert [piece.raw() for piece in settled] == [
+        b"".join(
+            line
+            for line in fresh_endpoint_text(snapshot[0:2]).splitlines(keepends=True)
+            if line.startswith(LAST_SUCCESS_SECONDS.encode())
+        )
+    ]
+    compress(settled)
+    assert len(calls) == 1
+
+    served = metrics.render()
+    assert gzip.decompress(served.gzip()) == b"".join(served.chunks())
+    # The self-metrics, and block 2's last-success piece: the only one still changing.
+    assert len(calls) == 3
+    assert b"".join(piece.raw() for piece in served.pieces[1:]) == fresh_endpoint_text(snapshot)
+
+
+async def test_keep_compressed_races_polls_reloads_and_scrapes_and_stops_when_cancelled(
+    metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The background task for real: rounds every millisecond, compressing in worker threads
+    while polls, reloads and scrapes (gzipped in threads too) go on."""
+    monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 3)
+    rng = random.Random(7)
+    snapshot.extend((numbered(number), random_state(rng)) for number in range(30))
+    metrics.prepare()
+    background = asyncio.create_task(metrics.keep_compressed(every=0.001))
+    for step in range(200):
+        index = rng.randrange(len(snapshot))
+        snapshot[index] = (snapshot[index][0], random_state(rng))
+        metrics.endpoint_changed(snapshot[index][0].ref)
+        if step % 40 == 39:
+            snapshot.append((numbered(100 + step), None))
+            metrics.prepare()
+        if step % 5 == 0:
+            served = metrics.render()
+            body = await asyncio.to_thread(served.gzip)
+            assert gzip.decompress(body) == b"".join(served.chunks())
+            assert b"".join(piece.raw() for piece in served.pieces[1:]) == fresh_endpoint_text(
+                snapshot
+            )
+        await asyncio.sleep(rng.choice([0, 0.0005, 0.002]))
+
+    def all_compressed() -> bool:
+        return all(piece.is_compressed for piece in metrics.render().pieces[1:])
+
+    for _ in range(5000):  # polls stopped: within two rounds every block is compressed
+        if all_compressed():
+            break
+        await asyncio.sleep(0.002)
+    assert all_compressed()
+    calls = counting_compressions(monkeypatch)
+    served = metrics.render()
+    assert gzip.decompress(served.gzip()) == b"".join(served.chunks())
+    assert len(calls) == 1  # the self-metrics only
+
+    background.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await background
 
 
 def test_an_endpoint_not_reported_as_changed_keeps_its_lines_until_prepare(

@@ -380,7 +380,8 @@ async def test_the_monitor_reports_every_change_metrics_serves(
     start_simulator: StartSimulator,
 ) -> None:
     """/metrics re-renders only endpoints the Monitor reports: scraped during and between
-    cycles and after reloads, it serves what a render from scratch would."""
+    cycles and after reloads, with the background compression running as in the daemon, it
+    serves what a render from scratch would."""
     _, url = await start_simulator(
         Scenario(
             endpoints=[
@@ -399,6 +400,7 @@ async def test_the_monitor_reports_every_change_metrics_serves(
         settings.config,
     ]
     async with monitoring(settings, clock=lambda: float(next(ticks))) as (monitor, client):
+        background = asyncio.create_task(monitor.metrics.keep_compressed(every=0.001))
         assert served_endpoints(monitor) == rendered_afresh(monitor)
         for reload in [*reloads, None]:
             for _ in range(2):
@@ -411,6 +413,9 @@ async def test_the_monitor_reports_every_change_metrics_serves(
             if reload is not None:
                 monitor.reconfigure(reload)
                 assert served_endpoints(monitor) == rendered_afresh(monitor)
+        background.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await background
 
 
 OTHER_GROUP_ID = "6a1f3c9e2b7d4f0a8c5e1d3b"

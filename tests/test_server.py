@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 
 import aiohttp
@@ -14,6 +15,8 @@ from structlog.testing import capture_logs
 from monitor import __version__
 from monitor.atlas import ENDPOINT_STATUSES, CloudProvider
 from monitor.config import ConfigError, EndpointConfig, Settings
+from monitor.lifecycle import serve_on_stack
+from monitor.server import create_app
 from monitor.simulator import Fault, Scenario
 from tests.conftest import (
     StartDaemon,
@@ -346,3 +349,25 @@ async def test_a_reload_that_changes_polling_restarts_it_with_the_new_settings(
     assert value(samples, "atlas_monitor_poll_interval_seconds") == 7
     # A new session: it pays the Digest challenge again, once.
     assert simulator.stats.challenges == 2
+
+
+async def test_background_compression_runs_while_the_app_serves_and_stops_with_it(
+    start_simulator: StartSimulator,
+) -> None:
+    _, url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    app = create_app(settings_for(url, endpoints=[HEALTHY]))
+
+    def compressing() -> list[asyncio.Task[object]]:
+        return [
+            task
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "__qualname__", "") == "MonitorMetrics.keep_compressed"
+        ]
+
+    async with contextlib.AsyncExitStack() as served:
+        await serve_on_stack(served, app, "127.0.0.1", 0)
+        running = compressing()
+        assert len(running) == 1
+        assert not running[0].done()
+    assert running[0].cancelled()
+    assert compressing() == []
