@@ -147,6 +147,20 @@ def value_map(entries: dict[str, tuple[str, str]]) -> model.ValueMap:
     )
 
 
+def coloured_text(mapping: model.ValueMap) -> list[model.DynamicConfigValue]:
+    """A table column whose values show as the mapping's text in the mapping's colour."""
+    return [
+        model.DynamicConfigValue(id_val="mappings", value=[mapping]),
+        model.DynamicConfigValue(
+            id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
+        ),
+    ]
+
+
+ERROR_FLAG = value_map({"0": ("no", "green"), "1": ("errorMessage", "red")})
+UP_FLAG = value_map({"1": ("yes", "green"), "0": ("no", "red")})
+
+
 def thresholds(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
     return (
         dash.ThresholdsConfig()
@@ -445,39 +459,9 @@ def endpoints() -> list[dash.Row | statetimeline.Panel | table.Panel]:
                 },
             )
         )
-        .override_by_name(
-            "status",
-            [
-                model.DynamicConfigValue(id_val="mappings", value=[status_text_mappings]),
-                model.DynamicConfigValue(
-                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
-                ),
-            ],
-        )
-        .override_by_name(
-            "error",
-            [
-                model.DynamicConfigValue(
-                    id_val="mappings",
-                    value=[value_map({"0": ("no", "green"), "1": ("errorMessage", "red")})],
-                ),
-                model.DynamicConfigValue(
-                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
-                ),
-            ],
-        )
-        .override_by_name(
-            "up",
-            [
-                model.DynamicConfigValue(
-                    id_val="mappings",
-                    value=[value_map({"1": ("yes", "green"), "0": ("no", "red")})],
-                ),
-                model.DynamicConfigValue(
-                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
-                ),
-            ],
-        )
+        .override_by_name("status", coloured_text(status_text_mappings))
+        .override_by_name("error", coloured_text(ERROR_FLAG))
+        .override_by_name("up", coloured_text(UP_FLAG))
         .override_by_name(
             "time in status",
             [model.DynamicConfigValue(id_val="unit", value="dtdurations")],
@@ -611,47 +595,14 @@ def endpoint_services() -> list[dash.Row | statetimeline.Panel | table.Panel]:
         )
         .override_by_name(
             "status",
-            [
-                model.DynamicConfigValue(
-                    id_val="mappings",
-                    value=[
-                        value_map(
-                            {
-                                status: (status, color)
-                                for status, (_, color) in SERVICE_STATUSES.items()
-                            }
-                        )
-                    ],
-                ),
-                model.DynamicConfigValue(
-                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
-                ),
-            ],
+            coloured_text(
+                value_map(
+                    {status: (status, color) for status, (_, color) in SERVICE_STATUSES.items()}
+                )
+            ),
         )
-        .override_by_name(
-            "error",
-            [
-                model.DynamicConfigValue(
-                    id_val="mappings",
-                    value=[value_map({"0": ("no", "green"), "1": ("errorMessage", "red")})],
-                ),
-                model.DynamicConfigValue(
-                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
-                ),
-            ],
-        )
-        .override_by_name(
-            "up",
-            [
-                model.DynamicConfigValue(
-                    id_val="mappings",
-                    value=[value_map({"1": ("yes", "green"), "0": ("no", "red")})],
-                ),
-                model.DynamicConfigValue(
-                    id_val="custom.cellOptions", value=common.TableColorTextCellOptions()
-                ),
-            ],
-        )
+        .override_by_name("error", coloured_text(ERROR_FLAG))
+        .override_by_name("up", coloured_text(UP_FLAG))
         .sort_by(
             [common_builder.TableSortByFieldState().display_name("cloud_provider").desc(False)]
         )
