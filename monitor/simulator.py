@@ -625,12 +625,7 @@ class _EndpointScript:
     steps: Sequence[TimelineStep] = ()
 
     def state_at(self, now: float) -> _EndpointState:
-        state = self.initial
-        for step in self.steps:
-            if step.after_seconds > now - self.started_at:
-                break
-            state = replace(state, **step.changes())
-        return state
+        return _replay(self.initial, self.started_at, self.steps, now)
 
 
 @dataclass(frozen=True)
@@ -647,12 +642,25 @@ class _ServiceScript:
     steps: Sequence[ServiceTimelineStep] = ()
 
     def state_at(self, now: float) -> _ServiceState:
-        state = self.initial
-        for step in self.steps:
-            if step.after_seconds > now - self.started_at:
-                break
-            state = replace(state, **step.changes())
-        return state
+        return _replay(self.initial, self.started_at, self.steps, now)
+
+
+_ScriptedState = TypeVar("_ScriptedState", _EndpointState, _ServiceState)
+
+
+def _replay(
+    initial: _ScriptedState,
+    started_at: float,
+    steps: Sequence[TimelineStep] | Sequence[ServiceTimelineStep],
+    now: float,
+) -> _ScriptedState:
+    """The state after the steps due by ``now``, each changing exactly the fields it names."""
+    state = initial
+    for step in steps:
+        if step.after_seconds > now - started_at:
+            break
+        state = replace(state, **step.changes())
+    return state
 
 
 @dataclass(frozen=True)
