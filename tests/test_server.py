@@ -351,6 +351,40 @@ async def test_a_reload_that_changes_polling_restarts_it_with_the_new_settings(
     assert simulator.stats.challenges == 2
 
 
+async def test_a_reload_from_v1_to_v2_keeps_the_endpoint_and_adds_its_endpoint_service(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    simulator, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY]))
+    daemon = await start_daemon(source.settings, load=source.load)
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
+    before = await scrape(daemon.url)
+    assert not any(name.startswith("atlas_endpoint_service") for name, _ in before)
+
+    source.settings = settings_for(
+        atlas_url,
+        endpoints=[HEALTHY],
+        atlas={"api_version": "v2", "timeout_seconds": 5, "max_retries": 0},
+    )
+    assert (await post_reload(daemon.url))[0] == 200
+    cycles = daemon.monitor.cycles_completed
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(cycles + 1), 10)
+
+    after = await scrape(daemon.url)
+    ids = ids_of(HEALTHY)
+    service = {
+        "group_id": ids["group_id"],
+        "private_link_id": ids["private_link_id"],
+        "cloud_provider": "AWS",
+    }
+    assert value(after, "atlas_endpoint_service_status", **service, status="AVAILABLE") == 1
+    assert value(after, "atlas_interface_endpoint_status", **ids, status="AVAILABLE") == 1
+    # The endpoint kept its state across the switch: its status has not changed since.
+    assert value(after, SINCE, **ids) == value(before, SINCE, **ids)
+    # A new session for the new API: it pays the Digest challenge again, once.
+    assert simulator.stats.challenges == 2
+
+
 async def test_background_compression_runs_while_the_app_serves_and_stops_with_it(
     start_simulator: StartSimulator,
 ) -> None:
