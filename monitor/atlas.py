@@ -16,7 +16,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -237,10 +237,16 @@ class EndpointRef:
     def __str__(self) -> str:
         return f"{self.group_id}/{self.private_link_id}/{self.interface_endpoint_id}"
 
+    @property
+    def key(self) -> EndpointRef:
+        """What makes two refs the same endpoint: Azure resource ids ignore case."""
+        return replace(self, interface_endpoint_id=self._comparable(self.interface_endpoint_id))
+
     def same_endpoint_id(self, other: str) -> bool:
-        if self.cloud_provider is CloudProvider.AZURE:
-            return other.lower() == self.interface_endpoint_id.lower()
-        return other == self.interface_endpoint_id
+        return self._comparable(other) == self._comparable(self.interface_endpoint_id)
+
+    def _comparable(self, endpoint_id: str) -> str:
+        return endpoint_id.lower() if self.cloud_provider is CloudProvider.AZURE else endpoint_id
 
 
 @dataclass(frozen=True)

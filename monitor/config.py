@@ -380,19 +380,12 @@ def _cross_section_problems(config: MonitorConfig) -> list[str]:
     return problems
 
 
-def endpoint_key(ref: EndpointRef) -> EndpointRef:
-    """What makes two endpoints the same one: Azure resource ids ignore case."""
-    if ref.cloud_provider is CloudProvider.AZURE:
-        return dataclasses.replace(ref, interface_endpoint_id=ref.interface_endpoint_id.lower())
-    return ref
-
-
 def _duplicate_endpoints(endpoints: list[EndpointConfig]) -> list[str]:
     """Ids are compared after normalisation, so a change of case is still caught."""
     first_seen: dict[EndpointRef, int] = {}
     problems = []
     for index, endpoint in enumerate(endpoints):
-        earlier = first_seen.setdefault(endpoint_key(endpoint.ref), index)
+        earlier = first_seen.setdefault(endpoint.ref.key, index)
         if earlier != index:
             problems.append(f"endpoints.{index}: duplicate of endpoints.{earlier} ({endpoint.ref})")
     return problems

@@ -37,7 +37,6 @@ from monitor.config import (
     MonitorConfig,
     Settings,
     endpoint_identity,
-    endpoint_key,
 )
 from monitor.metrics import MonitorMetrics, ServiceSnapshot, Snapshot
 from monitor.state import (
@@ -217,11 +216,11 @@ def watched_endpoints(
 ) -> list[EndpointConfig]:
     """The config's endpoints, then those discovered that the config does not name (its
     name, labels and add_if_missing win)."""
-    seen = {endpoint_key(endpoint.ref) for endpoint in configured}
+    seen = {endpoint.ref.key for endpoint in configured}
     watched = list(configured)
     for endpoints in discovered.values():
         for endpoint in endpoints or ():
-            key = endpoint_key(endpoint.ref)
+            key = endpoint.ref.key
             if key not in seen:
                 seen.add(key)
                 watched.append(endpoint)
