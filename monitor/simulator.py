@@ -361,11 +361,11 @@ class Fault(BaseModel):
         return self
 
 
-class TimelineStep(BaseModel):
+class _Step(BaseModel):
     """A scripted change ``after_seconds`` after the simulator started.
 
     A step changes exactly the fields it names, so ``error_message: null`` clears a message
-    while leaving it out keeps the current one.
+    while leaving it out keeps the current one; no other field may be null.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -373,8 +373,6 @@ class TimelineStep(BaseModel):
     after_seconds: float = Field(ge=0)
     status: str | None = None
     error_message: str | None = None
-    delete_requested: bool | None = None
-    exists: bool | None = None
 
     def changes(self) -> dict[str, Any]:
         return self.model_dump(exclude_unset=True, exclude={"after_seconds"})
@@ -383,9 +381,8 @@ class TimelineStep(BaseModel):
     def _check_changes(self) -> Self:
         changes = self.changes()
         if not changes:
-            raise ValueError(
-                "a step must change at least one of status, error_message, delete_requested, exists"
-            )
+            changeable = [name for name in type(self).model_fields if name != "after_seconds"]
+            raise ValueError(f"a step must change at least one of {', '.join(changeable)}")
         nulls = sorted(
             name for name, value in changes.items() if value is None and name != "error_message"
         )
@@ -394,26 +391,23 @@ class TimelineStep(BaseModel):
         return self
 
 
-class ServiceTimelineStep(BaseModel):
-    """A scripted change of an endpoint service, like an endpoint's ``TimelineStep``."""
+class TimelineStep(_Step):
+    """A scripted change of an endpoint."""
 
-    model_config = ConfigDict(extra="forbid")
+    delete_requested: bool | None = None
+    exists: bool | None = None
 
-    after_seconds: float = Field(ge=0)
-    status: str | None = None
-    error_message: str | None = None
 
-    def changes(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True, exclude={"after_seconds"})
+class ServiceTimelineStep(_Step):
+    """A scripted change of an endpoint service: its status and errorMessage only."""
 
-    @model_validator(mode="after")
-    def _check_changes(self) -> Self:
-        changes = self.changes()
-        if not changes:
-            raise ValueError("a step must change at least one of status, error_message")
-        if "status" in changes and changes["status"] is None:
-            raise ValueError("status cannot be null; leave it out to keep it")
-        return self
+
+_AnyStep = TypeVar("_AnyStep", bound=_Step)
+
+
+def _in_time_order(steps: list[_AnyStep]) -> list[_AnyStep]:
+    """Stable, so steps at the same instant apply in file order."""
+    return sorted(steps, key=lambda step: step.after_seconds)
 
 
 class EndpointKey(NamedTuple):
@@ -466,14 +460,8 @@ class ScenarioEndpoint(_EndpointRef):
     status: str = "AVAILABLE"
     error_message: str | None = None
     delete_requested: bool = False
-    timeline: list[TimelineStep] = []
+    timeline: Annotated[list[TimelineStep], AfterValidator(_in_time_order)] = []
     faults: list[Fault] = []
-
-    @field_validator("timeline")
-    @classmethod
-    def _in_time_order(cls, steps: list[TimelineStep]) -> list[TimelineStep]:
-        """Stable, so steps at the same instant apply in file order."""
-        return sorted(steps, key=lambda step: step.after_seconds)
 
 
 class ScenarioService(BaseModel):
@@ -488,12 +476,7 @@ class ScenarioService(BaseModel):
     """None: the provider's default region."""
     status: str = "AVAILABLE"
     error_message: str | None = None
-    timeline: list[ServiceTimelineStep] = []
-
-    @field_validator("timeline")
-    @classmethod
-    def _in_time_order(cls, steps: list[ServiceTimelineStep]) -> list[ServiceTimelineStep]:
-        return sorted(steps, key=lambda step: step.after_seconds)
+    timeline: Annotated[list[ServiceTimelineStep], AfterValidator(_in_time_order)] = []
 
     def key(self) -> ServiceKey:
         return ServiceKey(self.group_id, self.cloud_provider, self.id)
@@ -651,7 +634,7 @@ _ScriptedState = TypeVar("_ScriptedState", _EndpointState, _ServiceState)
 def _replay(
     initial: _ScriptedState,
     started_at: float,
-    steps: Sequence[TimelineStep] | Sequence[ServiceTimelineStep],
+    steps: Sequence[_Step],
     now: float,
 ) -> _ScriptedState:
     """The state after the steps due by ``now``, each changing exactly the fields it names."""
