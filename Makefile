@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit dashboard bench clean
+.PHONY: demo test lint typecheck unit dist dashboard kubernetes bench clean
 
 demo: $(VENV)/.runtime-installed
 	$(BIN)/atlas-endpoint-monitor demo
 
-test: lint typecheck unit
+test: lint typecheck unit dist
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
@@ -22,6 +22,13 @@ typecheck: $(VENV)/.dev-installed
 
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest
+
+# The release artefacts: an sdist and a wheel in dist/, with metadata and README that PyPI
+# accepts (twine check --strict); part of `make test`, so CI builds them on every run.
+dist: $(VENV)/.dev-installed
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 # Regenerate grafana/dashboards/ from grafana/dashboard.py (tests fail until it is committed).
 dashboard: $(VENV)/.dev-installed
