@@ -18,7 +18,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/hadolint Dockerfile
 
 typecheck: $(VENV)/.dev-installed
-	$(BIN)/mypy --strict monitor grafana/dashboard.py
+	$(BIN)/mypy --strict monitor grafana/dashboard.py deploy/kubernetes/prometheusrule.py
 
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest
@@ -49,6 +49,11 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@ $(VENV)/.dev-installed $(VENV)/.runtime-installed
+
+# Regenerate deploy/kubernetes/prometheusrule.yaml from config/prometheus/rules/ (tests fail
+# until it is committed).
+kubernetes: $(VENV)/.dev-installed
+	$(BIN)/python deploy/kubernetes/prometheusrule.py --write
 
 # Throughput, CPU, memory and /metrics latency of the daemon against the simulator, beside a
 # plain requests + threads poller (bench/poll.py; minutes, not part of `make test`).
