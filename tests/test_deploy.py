@@ -169,6 +169,26 @@ def test_the_image_is_labelled_with_the_release_its_licence_and_source() -> None
         assert provider in project["description"]
 
 
+def test_the_licence_is_the_apache_license_2_0_text() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    text = (REPO / "LICENSE").read_text()
+
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_the_changelog_has_a_dated_section_for_this_version() -> None:
+    changelog = (REPO / "CHANGELOG.md").read_text()
+
+    assert "## [Unreleased]" in changelog
+    assert re.search(
+        rf"^## \[{re.escape(__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M
+    )
+    assert re.search(rf"^\[{re.escape(__version__)}\]: https://", changelog, re.M)
+
+
 def test_no_credential_is_baked_into_the_image() -> None:
     for instruction in dockerfile():
         if instruction.keyword in {"ENV", "ARG"}:
