@@ -35,6 +35,7 @@ from monitor.config import (
 )
 from monitor.server import create_app
 from tests.conftest import PRIVATE_KEY, PUBLIC_KEY, deployment_tool, settings_for
+from tests.test_deploy import only
 from tests.test_prometheus_rules import run_promtool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,8 +51,6 @@ NAME = "atlas-endpoint-monitor"
 SELECTOR = {"app.kubernetes.io/name": NAME}
 # The contract's name (monitor.config.STATE_PATH_ENV where the state store exists).
 STATE_PATH_ENV = "ATLAS_MONITOR_STATE_PATH"
-# The image's user and group (Dockerfile: USER 10001:10001).
-IMAGE_UID = 10001
 CORE_KINDS = {
     "ServiceAccount",
     "ConfigMap",
@@ -115,6 +114,7 @@ def base_config(rendered: list[dict[str, Any]]) -> str:
 
 def config_path(rendered: list[dict[str, Any]]) -> Path:
     args = container(rendered)["args"]
+    assert args == only("CMD").exec_form(), "the image's command, spelt out"
     assert args[:2] == ["run", "--config"], args
     return Path(args[2])
 
@@ -347,9 +347,11 @@ def test_the_pod_runs_restricted_as_the_images_user(rendered: list[dict[str, Any
     pod_security = pod["securityContext"]
     container_security = container(rendered)["securityContext"]
 
+    image_user, image_group = (int(id_) for id_ in only("USER").arguments.split(":"))
+
     assert pod_security["runAsNonRoot"] is True
-    assert pod_security["runAsUser"] == pod_security["runAsGroup"] == IMAGE_UID
-    assert pod_security["fsGroup"] == IMAGE_UID
+    assert (pod_security["runAsUser"], pod_security["runAsGroup"]) == (image_user, image_group)
+    assert pod_security["fsGroup"] == image_group
     assert pod_security["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container_security == {
         "allowPrivilegeEscalation": False,
