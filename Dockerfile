@@ -12,14 +12,19 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 RUN pip install --no-cache-dir build==1.6.1
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY monitor ./monitor
 RUN python -m build --wheel --outdir /dist
 
 # Stage 2: the runtime: the installed package in a venv, run as an unprivileged user.
 FROM ${PYTHON_IMAGE}
+# The release this image is built from (monitor.__version__; tests/test_deploy.py keeps them
+# equal). A release build passes the same: docker build --build-arg VERSION=0.2.0 .
+ARG VERSION=0.2.0
 LABEL org.opencontainers.image.title="atlas-endpoint-monitor" \
-      org.opencontainers.image.description="Prometheus exporter and alerter for MongoDB Atlas PrivateLink interface endpoints" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.description="Prometheus exporter and alerter for MongoDB Atlas private endpoints (AWS PrivateLink, Azure Private Link, GCP Private Service Connect)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor"
 
 ENV VIRTUAL_ENV=/opt/atlas-endpoint-monitor \

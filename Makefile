@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit dashboard bench clean
+.PHONY: demo test lint typecheck unit dist dashboard kubernetes bench clean
 
 demo: $(VENV)/.runtime-installed
 	$(BIN)/atlas-endpoint-monitor demo
 
-test: lint typecheck unit
+test: lint typecheck unit dist
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
@@ -18,10 +18,17 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/hadolint Dockerfile
 
 typecheck: $(VENV)/.dev-installed
-	$(BIN)/mypy --strict monitor grafana/dashboard.py
+	$(BIN)/mypy --strict monitor grafana/dashboard.py deploy/kubernetes/prometheusrule.py
 
 unit: $(VENV)/.dev-installed
 	$(BIN)/pytest
+
+# The release artefacts: an sdist and a wheel in dist/, with metadata and README that PyPI
+# accepts (twine check --strict); part of `make test`, so CI builds them on every run.
+dist: $(VENV)/.dev-installed
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
 
 # Regenerate grafana/dashboards/ from grafana/dashboard.py (tests fail until it is committed).
 dashboard: $(VENV)/.dev-installed
@@ -42,6 +49,11 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 $(VENV)/.bench-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@ $(VENV)/.dev-installed $(VENV)/.runtime-installed
+
+# Regenerate deploy/kubernetes/prometheusrule.yaml from config/prometheus/rules/ (tests fail
+# until it is committed).
+kubernetes: $(VENV)/.dev-installed
+	$(BIN)/python deploy/kubernetes/prometheusrule.py --write
 
 # Throughput, CPU, memory and /metrics latency of the daemon against the simulator, beside a
 # plain requests + threads poller (bench/poll.py; minutes, not part of `make test`).

@@ -1,3 +1,3 @@
 """atlas-endpoint-monitor: watch MongoDB Atlas PrivateLink interface endpoints."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from monitor import __version__
 from monitor.config import ServerSettings, parse_config
 from monitor.demo import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
 from tests.conftest import (
@@ -115,7 +116,7 @@ def load_yaml(path: Path) -> Any:
 
 def test_the_image_is_built_in_two_stages_from_an_official_slim_python() -> None:
     froms = [i.arguments for i in dockerfile() if i.keyword == "FROM"]
-    (base_arg,) = [i.arguments for i in dockerfile() if i.keyword == "ARG"]
+    (base_arg,) = [i.arguments for i in dockerfile() if i.keyword == "ARG" and i.stage == -1]
 
     assert froms == ["${PYTHON_IMAGE} AS build", "${PYTHON_IMAGE}"]
     assert re.fullmatch(r"PYTHON_IMAGE=python:3\.1[1-9]-slim-\w+", base_arg)
@@ -146,6 +147,46 @@ def test_the_exposed_port_is_the_default_one_and_the_healthcheck_asks_it_with_py
     assert command[0] == "python"
     assert "ATLAS_MONITOR_HEALTHCHECK_URL" in command[-1]
     assert not {"curl", "wget"} & set(healthcheck.split())
+
+
+def test_the_image_is_labelled_with_the_release_its_licence_and_source() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    (version_arg,) = [i.arguments for i in dockerfile() if i.keyword == "ARG" and i.stage == 1]
+    labels = dict(
+        re.findall(r'org\.opencontainers\.image\.(\w+)="([^"]*)"', only("LABEL").arguments)
+    )
+
+    assert version_arg == f"VERSION={__version__}"
+    assert labels == {
+        "title": project["name"],
+        "version": "${VERSION}",
+        "description": labels["description"],
+        "licenses": project["license"],
+        "source": project["urls"]["Homepage"],
+    }
+    for provider in ("AWS PrivateLink", "Azure Private Link", "GCP Private Service Connect"):
+        assert provider in labels["description"]
+        assert provider in project["description"]
+
+
+def test_the_licence_is_the_apache_license_2_0_text() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    text = (REPO / "LICENSE").read_text()
+
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_the_changelog_has_a_dated_section_for_this_version() -> None:
+    changelog = (REPO / "CHANGELOG.md").read_text()
+
+    assert "## [Unreleased]" in changelog
+    assert re.search(
+        rf"^## \[{re.escape(__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", changelog, re.M
+    )
+    assert re.search(rf"^\[{re.escape(__version__)}\]: https://", changelog, re.M)
 
 
 def test_no_credential_is_baked_into_the_image() -> None:
@@ -179,7 +220,7 @@ def installed_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ of a fresh venv holding only the wheel built from the image's build context."""
     root = tmp_path_factory.mktemp("image")
     context = root / "context"
-    for admitted in ("pyproject.toml", "README.md"):
+    for admitted in ("pyproject.toml", "README.md", "LICENSE"):
         context.mkdir(exist_ok=True)
         shutil.copy(REPO / admitted, context / admitted)
     shutil.copytree(
