@@ -37,7 +37,7 @@ EXIT_OK = 0
 EXIT_ALERT = 1
 EXIT_INVALID_CONFIG = 2
 EXIT_INTERRUPTED = 130
-SIMULATOR_PORT = 9480
+SIMULATOR_PORT = 10480
 
 
 def main(argv: Sequence[str] | None = None) -> int:

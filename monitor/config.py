@@ -42,7 +42,7 @@ from monitor.atlas import (
 )
 
 DEFAULT_BASE_URL = "https://cloud.mongodb.com"
-DEFAULT_PORT = 9479
+DEFAULT_PORT = 10479
 
 CONFIG_PATH_ENV = "ATLAS_MONITOR_CONFIG"
 BASE_URL_ENV = "MONGODB_ATLAS_BASE_URL"

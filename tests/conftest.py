@@ -88,7 +88,7 @@ def settings_for(base_url: str, **sections: Any) -> Settings:
     document = config_document(**sections)
     document.setdefault("atlas", {"timeout_seconds": 5, "max_retries": 0})
     document["poll"] = {"max_requests_per_minute": None, **document.get("poll", {})}
-    document.setdefault("server", {"host": "127.0.0.1", "port": 9479})
+    document.setdefault("server", {"host": "127.0.0.1", "port": 10479})
     config = parse_config(document, {BASE_URL_ENV: base_url})
     credentials = Credentials(ApiKey(PUBLIC_KEY, SecretStr(PRIVATE_KEY)), "the test")
     return Settings(config=config, credentials=credentials, source=Path("test-config.yaml"))
