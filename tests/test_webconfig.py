@@ -45,6 +45,7 @@ from tests.conftest import (
     subprocess_env,
     unused_port,
 )
+from tests.test_deploy import healthcheck
 from tests.test_prometheus_integration import query
 
 USER = "prometheus"
@@ -532,6 +533,18 @@ async def test_a_reload_applies_a_new_web_config_and_refuses_a_weak_one(
     status, _, metrics = await get(f"{url}/metrics", rotated, **basic(USER, new_password))
     assert status == 200
     assert "atlas_monitor_config_last_reload_successful 0.0" in metrics
+
+
+async def test_the_image_healthcheck_passes_over_tls(
+    start_simulator: StartSimulator,
+    start_daemon: StartDaemon,
+    ca: CertificateAuthority,
+    tmp_path: Path,
+) -> None:
+    web = {"tls_server_config": tls_section(ca), "basic_auth_users": {USER: PASSWORD_HASH}}
+    url, _ = await secured_daemon(start_simulator, start_daemon, tmp_path, web)
+    assert await asyncio.to_thread(healthcheck, f"{url}/healthz") == 0
+    assert await asyncio.to_thread(healthcheck, f"{url}/metrics") != 0
 
 
 # --- `run` as operators start it: plain HTTP against the TLS listener -------------------
