@@ -115,6 +115,7 @@ class TLSServerConfig(_Strict):
     max_version: TLSVersionName = "TLS13"
     cipher_suites: list[str] = Field(default_factory=list)
     prefer_server_cipher_suites: bool = True
+    # Toolkit keys refused, declared so that their error says what to use instead.
     cert: object = None
     key: object = None
     client_ca: object = None
@@ -213,7 +214,7 @@ class WebConfigFile(_Strict):
     basic_auth_users: Annotated[
         dict[str, Annotated[str, AfterValidator(_bcrypt_hash)]], AfterValidator(_user_names)
     ] = Field(default_factory=dict)
-    rate_limit: object = None
+    rate_limit: object = None  # refused, as above
     _unsupported = field_validator("rate_limit")(_Strict._refuse)
 
 

@@ -535,6 +535,25 @@ async def test_a_reload_applies_a_new_web_config_and_refuses_a_weak_one(
     assert "atlas_monitor_config_last_reload_successful 0.0" in metrics
 
 
+async def test_turning_tls_off_needs_a_restart_and_the_listener_keeps_serving_tls(
+    start_simulator: StartSimulator,
+    start_daemon: StartDaemon,
+    ca: CertificateAuthority,
+    tmp_path: Path,
+) -> None:
+    web = {"tls_server_config": tls_section(ca)}
+    url, _ = await secured_daemon(start_simulator, start_daemon, tmp_path, web, enable_reload=True)
+    (tmp_path / "web.yml").write_text(yaml.safe_dump({"basic_auth_users": {USER: PASSWORD_HASH}}))
+    with capture_logs() as logs:
+        assert (await get(f"{url}/-/reload", ca.client_context(), "POST"))[0] == 200
+
+    (unapplied,) = [line for line in logs if line["event"] == "config_reload_needs_restart"]
+    assert unapplied["sections"] == ["server"]
+    # Still TLS with the old certificate; the new users apply at once.
+    assert (await get(f"{url}/metrics", ca.client_context()))[0] == 401
+    assert (await get(f"{url}/metrics", ca.client_context(), **basic(USER, PASSWORD)))[0] == 200
+
+
 async def test_the_image_healthcheck_passes_over_tls(
     start_simulator: StartSimulator,
     start_daemon: StartDaemon,
