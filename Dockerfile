@@ -2,7 +2,7 @@
 #   docker build -t atlas-endpoint-monitor .
 #   docker run -v ./config.yaml:/etc/atlas-endpoint-monitor/config.yaml:ro \
 #     -e MONGODB_ATLAS_PUBLIC_API_KEY -e MONGODB_ATLAS_PRIVATE_API_KEY_FILE=/run/secrets/key \
-#     -v ./private-key:/run/secrets/key:ro -p 9479:9479 atlas-endpoint-monitor
+#     -v ./private-key:/run/secrets/key:ro -p 10479:10479 atlas-endpoint-monitor
 # Credentials come only from the environment or a mounted secret file, never from the image.
 # tests/test_deploy.py replays these install steps, so keep the two in step.
 
@@ -31,7 +31,7 @@ ENV VIRTUAL_ENV=/opt/atlas-endpoint-monitor \
     PATH=/opt/atlas-endpoint-monitor/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    ATLAS_MONITOR_HEALTHCHECK_URL=http://127.0.0.1:9479/healthz
+    ATLAS_MONITOR_HEALTHCHECK_URL=http://127.0.0.1:10479/healthz
 
 COPY --from=build /dist /tmp/dist
 RUN python -m venv "$VIRTUAL_ENV" \
@@ -45,11 +45,13 @@ WORKDIR /etc/atlas-endpoint-monitor
 USER 10001:10001
 
 # server.port of the config; change ATLAS_MONITOR_HEALTHCHECK_URL with it.
-EXPOSE 9479
+EXPOSE 10479
 
-# The image has no curl or wget: Python's standard library asks /healthz.
+# The image has no curl or wget: Python's standard library asks /healthz. With TLS on
+# (server.web_config_file), set the URL to https://; the daemon probes itself, so, as the
+# kubelet's probes, it does not verify the certificate.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['ATLAS_MONITOR_HEALTHCHECK_URL'], timeout=4)"]
+    CMD ["python", "-c", "import os, ssl, urllib.request; urllib.request.urlopen(os.environ['ATLAS_MONITOR_HEALTHCHECK_URL'], timeout=4, context=ssl._create_unverified_context())"]
 
 # SIGTERM (docker stop's default) shuts the daemon down cleanly within 10 s.
 ENTRYPOINT ["atlas-endpoint-monitor"]

@@ -37,7 +37,7 @@ EXIT_OK = 0
 EXIT_ALERT = 1
 EXIT_INVALID_CONFIG = 2
 EXIT_INTERRUPTED = 130
-SIMULATOR_PORT = 9480
+SIMULATOR_PORT = 10480
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -158,6 +158,8 @@ def _check(args: argparse.Namespace) -> int:
         f"  poll:         every {config.poll.interval_seconds:g} s, "
         f"{config.poll.concurrency} at a time\n"
         f"  server:       {config.server.host}:{config.server.port}\n"
+        f"  listener:     {settings.listener.describe()}\n"
+        f"  /-/reload:    {'on' if config.server.enable_reload else 'off (server.enable_reload)'}\n"
         f"  credentials:  {settings.credentials.describe()}"
     )
     for warning in settings.credentials.warnings:

@@ -40,9 +40,16 @@ from monitor.atlas import (
     Login,
     ServiceAccount,
 )
+from monitor.webconfig import (
+    OPEN_LISTENER,
+    ListenerSecurity,
+    WebConfigError,
+    WebConfigFile,
+    listener_security,
+)
 
 DEFAULT_BASE_URL = "https://cloud.mongodb.com"
-DEFAULT_PORT = 9479
+DEFAULT_PORT = 10479
 
 CONFIG_PATH_ENV = "ATLAS_MONITOR_CONFIG"
 BASE_URL_ENV = "MONGODB_ATLAS_BASE_URL"
@@ -165,6 +172,11 @@ class ServerSettings(_Section):
     host: str = "0.0.0.0"
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     """0 lets the system pick a free port (the log says which), for tests and demos."""
+    web_config_file: Path | None = None
+    """TLS and basic auth, in Prometheus' exporter-toolkit format (monitor.webconfig); a
+    relative path is relative to this config file."""
+    enable_reload: bool = False
+    """Serve POST /-/reload (off by default, as Prometheus' --web.enable-lifecycle)."""
 
 
 class LogSettings(_Section):
@@ -312,6 +324,8 @@ class Settings:
     config: MonitorConfig
     credentials: Credentials
     source: Path
+    listener: ListenerSecurity = OPEN_LISTENER
+    """What ``server.web_config_file`` asks of the listener, read with the rest."""
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
@@ -330,11 +344,28 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
         config = parse_config(_read_yaml(path), env)
     except ConfigError as error:
         problems.extend(error.problems)
+    listener = OPEN_LISTENER
+    if config is not None and config.server.web_config_file is not None:
+        try:
+            listener = _load_listener(path.parent / config.server.web_config_file)
+        except ConfigError as error:
+            problems.extend(f"server.web_config_file: {problem}" for problem in error.problems)
     credentials, credential_problems = _credentials_from(env)
     problems.extend(credential_problems)
     if problems or config is None or credentials is None:
         raise ConfigError(problems)
-    return Settings(config=config, credentials=credentials, source=path)
+    return Settings(config=config, credentials=credentials, source=path, listener=listener)
+
+
+def _load_listener(path: Path) -> ListenerSecurity:
+    raw = _read_yaml(path, field="")
+    try:
+        web_config = WebConfigFile.model_validate({} if raw is None else raw)
+        return listener_security(web_config, path)
+    except ValidationError as error:
+        raise ConfigError(flatten_validation_error(error)) from None
+    except WebConfigError as error:
+        raise ConfigError(error.problems) from None
 
 
 def parse_config(raw: object, environ: Mapping[str, str]) -> MonitorConfig:
@@ -413,11 +444,11 @@ def _friendly_message(detail: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _read_yaml(path: Path) -> object:
+def _read_yaml(path: Path, field: str = "--config: ") -> object:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError([f"--config: cannot read {path}: {error.strerror or error}"]) from None
+        raise ConfigError([f"{field}cannot read {path}: {error.strerror or error}"]) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:

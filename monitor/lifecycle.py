@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -57,8 +58,11 @@ def stop_signal_received() -> Iterator[asyncio.Future[signal.Signals]]:
                 signal.signal(sig, signal.SIG_IGN)
 
 
-async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """Run the app's startup hooks and listen; the caller must ``await runner.cleanup()``.
+async def serve_app(
+    app: web.Application, host: str, port: int, tls: ssl.SSLContext | None = None
+) -> web.AppRunner:
+    """Run the app's startup hooks and listen (over TLS when given a context); the caller
+    must ``await runner.cleanup()``.
 
     Raises ListenError (after cleaning up) when the address cannot be bound.
     """
@@ -67,7 +71,7 @@ async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=tls).start()
     except OSError as error:
         await runner.cleanup()
         raise ListenError(host, port, error.strerror or str(error)) from None
@@ -77,14 +81,14 @@ async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner
     return runner
 
 
-def bound_url(runner: web.AppRunner) -> str:
+def bound_url(runner: web.AppRunner, scheme: str = "http") -> str:
     """Base URL of the first listening socket, with the real port when 0 was asked for."""
     if not runner.addresses:
         raise ValueError("the runner has no listening socket")
     host, port = runner.addresses[0][:2]
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 StartServices = Callable[[contextlib.AsyncExitStack], Awaitable[None]]
@@ -108,9 +112,13 @@ async def serve_until_stopped(start: StartServices) -> int:
 
 
 async def serve_on_stack(
-    services: contextlib.AsyncExitStack, app: web.Application, host: str, port: int
+    services: contextlib.AsyncExitStack,
+    app: web.Application,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
 ) -> str:
     """``serve_app`` whose cleanup runs when ``services`` closes; returns the base URL."""
-    runner = await serve_app(app, host, port)
+    runner = await serve_app(app, host, port, tls)
     services.push_async_callback(runner.cleanup)
-    return bound_url(runner)
+    return bound_url(runner, "http" if tls is None else "https")

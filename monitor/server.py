@@ -21,6 +21,7 @@ from monitor.lifecycle import serve_on_stack
 from monitor.logs import mask_secret
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, PollScheduler, build_client
+from monitor.webconfig import SwappableTLS, protect
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +43,9 @@ class Runtime:
 
     Endpoint, alert and add-on-missing changes apply to the next check of each endpoint.
     Changes to ``atlas``, ``poll`` or the credentials restart polling (the cycle in flight
-    is cancelled; the new one starts at once). ``server`` and ``log`` need a restart.
+    is cancelled; the new one starts at once). The web config file (re-read each time) and
+    ``server.enable_reload`` apply to the next request and TLS connection; the address,
+    turning TLS on or off, and ``log`` need a restart.
     """
 
     def __init__(
@@ -59,6 +62,9 @@ class Runtime:
         self._polling: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
         self._background: set[asyncio.Task[list[str]]] = set()
+        tls = settings.listener.tls
+        self.tls = None if tls is None else SwappableTLS.serving(tls)
+        """What the listening socket is given; a reload swaps the context inside."""
 
     async def start(self) -> None:
         polling = contextlib.AsyncExitStack()
@@ -114,6 +120,9 @@ class Runtime:
         if restart:
             await self._stop_polling()
         self._monitor.reconfigure(new.config)
+        unapplied = self._needs_restart(new)
+        if self.tls is not None and new.listener.tls is not None:
+            self.tls.current = new.listener.tls
         self.settings = new
         if restart:
             await self.start()
@@ -125,14 +134,22 @@ class Runtime:
             trigger=trigger,
             endpoints=len(new.config.endpoints),
             polling_restarted=restart,
+            listener=new.listener.describe(),
         )
-        unapplied = [
-            section
-            for section in ("server", "log")
-            if getattr(new.config, section) != getattr(old.config, section)
-        ]
         if unapplied:
             log.warning("config_reload_needs_restart", sections=unapplied)
+
+    def _needs_restart(self, new: Settings) -> list[str]:
+        old = self.settings
+        server = (old.config.server.host, old.config.server.port) != (
+            new.config.server.host,
+            new.config.server.port,
+        ) or (old.listener.tls is None) != (new.listener.tls is None)
+        return [
+            section
+            for section, changed in (("server", server), ("log", old.config.log != new.config.log))
+            if changed
+        ]
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -156,6 +173,7 @@ def create_app(
     app[MONITOR] = monitor
     app[RUNTIME] = runtime
     app.cleanup_ctx.append(_running)
+    protect(app, lambda: runtime.settings.listener)
     app.router.add_get("/", _landing_page)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
@@ -178,8 +196,13 @@ async def _running(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _reload(request: web.Request) -> web.Response:
-    """As Prometheus' own /-/reload: 200 when applied, 500 with the reasons when not."""
-    problems = await request.app[RUNTIME].reload("http")
+    """As Prometheus' own /-/reload: 200 when applied, 500 with the reasons when not; not
+    there at all unless ``server.enable_reload``, as Prometheus without
+    --web.enable-lifecycle."""
+    runtime = request.app[RUNTIME]
+    if not runtime.settings.config.server.enable_reload:
+        raise web.HTTPNotFound()
+    problems = await runtime.reload("http")
     if problems:
         text = "config not reloaded, the previous one stays in use:\n"
         return web.Response(status=500, text=text + "".join(f"  {p}\n" for p in problems))
@@ -252,7 +275,7 @@ async def start_daemon(
     """Serve the daemon on the configured address, reloading on SIGHUP; returns its URL."""
     server = settings.config.server
     app = create_app(settings, load=load)
-    url = await serve_on_stack(services, app, server.host, server.port)
+    url = await serve_on_stack(services, app, server.host, server.port, app[RUNTIME].tls)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, app[RUNTIME].reload_in_background, "SIGHUP")
     services.callback(loop.remove_signal_handler, signal.SIGHUP)
@@ -263,5 +286,7 @@ async def start_daemon(
         endpoints=len(settings.config.endpoints),
         interval_seconds=settings.config.poll.interval_seconds,
         atlas=settings.config.atlas.base_url,
+        listener=settings.listener.describe(),
+        reload_enabled=server.enable_reload,
     )
     return url

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -43,7 +44,7 @@ from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, build_client
-from monitor.server import MONITOR, create_app
+from monitor.server import MONITOR, RUNTIME, create_app
 from monitor.simulator import Scenario, ScenarioEndpoint, Simulator
 
 GROUP_ID = "5e2211c17a3e5a48f5497de3"
@@ -88,7 +89,7 @@ def settings_for(base_url: str, **sections: Any) -> Settings:
     document = config_document(**sections)
     document.setdefault("atlas", {"timeout_seconds": 5, "max_retries": 0})
     document["poll"] = {"max_requests_per_minute": None, **document.get("poll", {})}
-    document.setdefault("server", {"host": "127.0.0.1", "port": 9479})
+    document.setdefault("server", {"host": "127.0.0.1", "port": 10479})
     config = parse_config(document, {BASE_URL_ENV: base_url})
     credentials = Credentials(ApiKey(PUBLIC_KEY, SecretStr(PRIVATE_KEY)), "the test")
     return Settings(config=config, credentials=credentials, source=Path("test-config.yaml"))
@@ -218,7 +219,8 @@ async def start_daemon(start_simulator: StartSimulator) -> AsyncIterator[StartDa
 
         async def start(settings: Settings, **options: Any) -> RunningDaemon:
             app = create_app(settings, **options)
-            return RunningDaemon(app[MONITOR], await serve_on_stack(served, app, "127.0.0.1", 0))
+            url = await serve_on_stack(served, app, "127.0.0.1", 0, app[RUNTIME].tls)
+            return RunningDaemon(app[MONITOR], url)
 
         yield start
 
@@ -339,6 +341,33 @@ def unused_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+@contextlib.asynccontextmanager
+async def running_prometheus(
+    binary: str, config: dict[str, Any], directory: Path
+) -> AsyncIterator[str]:
+    """Debian's Prometheus as a child process on a free 127.0.0.1 port, with ``config`` and
+    a throwaway data dir under ``directory``; yields its base URL once it serves."""
+    port = unused_port()
+    config_file = directory / "prometheus.yml"
+    config_file.write_text(yaml.safe_dump(config))
+    process = Process(
+        [
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={directory / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        subprocess_env(),
+        program=[binary],
+    )
+    try:
+        await asyncio.to_thread(
+            process.wait_for_line, lambda line: "Server is ready to receive web requests" in line
+        )
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await asyncio.to_thread(process.stop)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

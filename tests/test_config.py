@@ -203,9 +203,9 @@ def test_log_settings_accept_any_case() -> None:
 def test_base_url_comes_from_env_when_set() -> None:
     config = parse_config(
         config_document(atlas={"base_url": "https://example.invalid"}),
-        {"MONGODB_ATLAS_BASE_URL": "http://127.0.0.1:9480/"},
+        {"MONGODB_ATLAS_BASE_URL": "http://127.0.0.1:10480/"},
     )
-    assert config.atlas.base_url == "http://127.0.0.1:9480"
+    assert config.atlas.base_url == "http://127.0.0.1:10480"
 
 
 def test_per_endpoint_add_if_missing_overrides_global_switch() -> None:

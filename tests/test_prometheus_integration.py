@@ -28,7 +28,6 @@ import yaml
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint, ScenarioService, Simulator
 from tests.conftest import (
     PRIVATE_LINK_ID,
-    Process,
     RunningDaemon,
     StartDaemon,
     StartSimulator,
@@ -36,9 +35,9 @@ from tests.conftest import (
     endpoint_entry,
     endpoint_id,
     ids_of,
+    running_prometheus,
     settings_for,
     simulated,
-    subprocess_env,
     unused_port,
 )
 
@@ -241,40 +240,18 @@ async def stack(start_simulator: StartSimulator, start_daemon: StartDaemon) -> S
 @pytest.fixture
 async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
     """Prometheus scraping the daemons, plus a target nobody serves (a monitor that is down)."""
-    port = unused_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [
             {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES)],
-                "scrape_configs": [
-                    {
-                        "job_name": JOB,
-                        "static_configs": [
-                            {"targets": [*stack.targets(), f"127.0.0.1:{unused_port()}"]}
-                        ],
-                    }
-                ],
+                "job_name": JOB,
+                "static_configs": [{"targets": [*stack.targets(), f"127.0.0.1:{unused_port()}"]}],
             }
-        )
-    )
-    process = Process(
-        [
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
         ],
-        subprocess_env(),
-        program=[prometheus_binary],
-    )
-    try:
-        await asyncio.to_thread(
-            process.wait_for_line, lambda line: "Server is ready to receive web requests" in line
-        )
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await asyncio.to_thread(process.stop)
+    }
+    async with running_prometheus(prometheus_binary, config, tmp_path) as url:
+        yield url
 
 
 async def query(session: aiohttp.ClientSession, base: str, expression: str) -> list[Any]:

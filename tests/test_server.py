@@ -237,6 +237,8 @@ SINCE = "atlas_interface_endpoint_status_since_timestamp_seconds"
 RELOAD_OK = "atlas_monitor_config_last_reload_successful"
 RELOAD_TIME = "atlas_monitor_config_last_reload_success_timestamp_seconds"
 EVERY_SECOND = {"interval_seconds": 1, "concurrency": 4}
+# POST /-/reload is served only when enabled.
+RELOADABLE = {"host": "127.0.0.1", "port": 10479, "enable_reload": True}
 
 
 class SettingsFile:
@@ -266,14 +268,18 @@ async def test_a_reload_adds_and_removes_endpoints_and_keeps_the_state_of_the_ot
         )
     )
     now = [1000.0]
-    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY, REJECTED], poll=EVERY_SECOND))
+    source = SettingsFile(
+        settings_for(atlas_url, endpoints=[HEALTHY, REJECTED], poll=EVERY_SECOND, server=RELOADABLE)
+    )
     daemon = await start_daemon(source.settings, load=source.load, clock=lambda: now[0])
     monitor = daemon.monitor
     await asyncio.wait_for(monitor.wait_for_cycles(1), 10)
     kept_before = monitor.state_of(EndpointConfig.model_validate(HEALTHY))
 
     now[0] = 2000.0
-    source.settings = settings_for(atlas_url, endpoints=[HEALTHY, ADDED], poll=EVERY_SECOND)
+    source.settings = settings_for(
+        atlas_url, endpoints=[HEALTHY, ADDED], poll=EVERY_SECOND, server=RELOADABLE
+    )
     with capture_logs() as logs:
         status, text = await post_reload(daemon.url)
         cycles = monitor.cycles_completed
@@ -300,7 +306,9 @@ async def test_an_invalid_config_is_refused_and_the_old_one_kept(
     start_simulator: StartSimulator, start_daemon: StartDaemon
 ) -> None:
     _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
-    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY], poll=EVERY_SECOND))
+    source = SettingsFile(
+        settings_for(atlas_url, endpoints=[HEALTHY], poll=EVERY_SECOND, server=RELOADABLE)
+    )
     daemon = await start_daemon(source.settings, load=source.load, clock=lambda: 1000.0)
     await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
 
@@ -329,12 +337,15 @@ async def test_a_reload_that_changes_polling_restarts_it_with_the_new_settings(
     start_simulator: StartSimulator, start_daemon: StartDaemon
 ) -> None:
     simulator, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
-    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY]))
+    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY], server=RELOADABLE))
     daemon = await start_daemon(source.settings, load=source.load)
     await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
 
     source.settings = settings_for(
-        atlas_url, endpoints=[HEALTHY], poll={"interval_seconds": 7}, server={"port": 1}
+        atlas_url,
+        endpoints=[HEALTHY],
+        poll={"interval_seconds": 7},
+        server={**RELOADABLE, "port": 1},
     )
     with capture_logs() as logs:
         assert (await post_reload(daemon.url))[0] == 200
@@ -355,7 +366,7 @@ async def test_a_reload_from_v1_to_v2_keeps_the_endpoint_and_adds_its_endpoint_s
     start_simulator: StartSimulator, start_daemon: StartDaemon
 ) -> None:
     simulator, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
-    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY]))
+    source = SettingsFile(settings_for(atlas_url, endpoints=[HEALTHY], server=RELOADABLE))
     daemon = await start_daemon(source.settings, load=source.load)
     await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
     before = await scrape(daemon.url)
@@ -365,6 +376,7 @@ async def test_a_reload_from_v1_to_v2_keeps_the_endpoint_and_adds_its_endpoint_s
         atlas_url,
         endpoints=[HEALTHY],
         atlas={"api_version": "v2", "timeout_seconds": 5, "max_retries": 0},
+        server=RELOADABLE,
     )
     assert (await post_reload(daemon.url))[0] == 200
     cycles = daemon.monitor.cycles_completed
