@@ -363,7 +363,8 @@ async def test_post_returns_the_new_endpoint(make_client: MakeClient, atlas: aio
         endpoint = await client.add_interface_endpoint(REF)
     assert endpoint.connection_status is ConnectionStatus.NONE
     (request,) = atlas.requests[("POST", URL(COLLECTION_URL))]
-    assert request.kwargs["json"] == {"interfaceEndpointId": ENDPOINT_ID}
+    assert json.loads(request.kwargs["data"]) == {"interfaceEndpointId": ENDPOINT_ID}
+    assert request.kwargs["headers"]["Content-Type"] == "application/json"
 
 
 async def test_post_that_timed_out_is_checked_with_get_not_repeated(
@@ -934,13 +935,16 @@ async def test_adding_on_v2_posts_the_aws_id_as_id(
     make_client: MakeClient, atlas: aioresponses
 ) -> None:
     url = f"{V2_ROOT}/AWS/endpointService/{PRIVATE_LINK_ID}/endpoint"
-    atlas.post(url, payload=v2_endpoint_body(CloudProvider.AWS, ENDPOINT_ID, "NONE"))
+    answer = v2_endpoint_body(CloudProvider.AWS, ENDPOINT_ID, "PENDING_ACCEPTANCE")
+    atlas.post(url, payload=answer)
     async with make_client(api_version=V2) as client:
         endpoint = await client.add_interface_endpoint(REF)
 
-    assert endpoint.connection_status is ConnectionStatus.NONE
+    assert endpoint.connection_status is ConnectionStatus.PENDING_ACCEPTANCE
     (request,) = atlas.requests[("POST", URL(url))]
-    assert request.kwargs["json"] == {"id": ENDPOINT_ID}
+    assert json.loads(request.kwargs["data"]) == {"id": ENDPOINT_ID}
+    # The spec's request body is the versioned media type, as the SDK and the CLI send it.
+    assert request.kwargs["headers"]["Content-Type"] == V2_MEDIA_TYPE
 
 
 async def test_rate_limit_headers_running_low_slow_the_project_down_until_they_recover(
