@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 import pytest
@@ -1649,13 +1649,13 @@ async def request_token(
     **kwargs: Any,
 ) -> Answer:
     data = {} if grant_type is None else {"grant_type": grant_type}
+    # RFC 6749 section 2.3.1: each form-encoded, then joined for HTTP Basic.
+    credentials = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
     return await harness.call(
         "POST",
         f"{harness.base_url}/api/oauth/token",
         session=harness.raw,
-        headers={
-            "Authorization": "Basic " + b64encode(f"{client_id}:{client_secret}".encode()).decode()
-        },
+        headers={"Authorization": "Basic " + b64encode(credentials.encode()).decode()},
         **({"data": data} | kwargs),
     )
 
@@ -1689,6 +1689,28 @@ async def test_a_token_from_the_client_credentials_grant_works_on_v1_and_v2(
     assert harness.simulator.stats.token_requests == Counter({200: 1})
     assert stats.json()["token_requests"] == {"200": 1}
     assert stats.json()["total"] == 2
+
+
+async def test_token_requests_decode_form_encoded_credentials(
+    start_simulator: StartSimulator,
+) -> None:
+    """A ':' in the id and ``+ / %`` in the secret survive, as RFC 6749 2.3.1 has it."""
+    client_id, client_secret = "mdb_sa:id 1", "s+cr/t%2F:x"
+    harness = await start_simulator(client_id=client_id, client_secret=client_secret)
+
+    encoded = await request_token(harness, client_id=client_id, client_secret=client_secret)
+    plain = await harness.call(
+        "POST",
+        f"{harness.base_url}/api/oauth/token",
+        session=harness.raw,
+        headers={
+            "Authorization": "Basic " + b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        },
+        data={"grant_type": "client_credentials"},
+    )
+
+    assert encoded.status == 200
+    assert (plain.status, plain.json()["error"]) == (401, "invalid_client")
 
 
 @pytest.mark.parametrize(
