@@ -779,7 +779,7 @@ def service_body(provider: CloudProvider, **fields: Any) -> dict[str, Any]:
     return {
         "id": PRIVATE_LINK_ID,
         "cloudProvider": provider.value,
-        "regionName": "us-east-1",
+        "regionName": "US_EAST_1",
         "status": "AVAILABLE",
         "errorMessage": None,
         **fields,

@@ -2058,8 +2058,8 @@ def test_default_scenario_holds_the_azure_and_gcp_demo_endpoints_and_services() 
         ("AZURE", OTHER_GROUP, DEMO_AZURE_SERVICE_EU): [("reporting-pe", "AVAILABLE", None)],
     }
     assert services == {
-        ("AWS", GROUP, LINK): ("us-east-1", "AVAILABLE"),
-        ("AWS", OTHER_GROUP, OTHER_LINK): ("eu-west-1", "AVAILABLE"),
+        ("AWS", GROUP, LINK): ("US_EAST_1", "AVAILABLE"),
+        ("AWS", OTHER_GROUP, OTHER_LINK): ("EU_WEST_1", "AVAILABLE"),
         ("AZURE", GROUP, AZURE_SERVICE): ("US_EAST_2", "AVAILABLE"),
         ("GCP", GROUP, GCP_SERVICE): ("CENTRAL_US", "AVAILABLE"),
         ("AZURE", OTHER_GROUP, DEMO_AZURE_SERVICE_EU): ("EUROPE_WEST", "FAILED"),
@@ -2082,7 +2082,7 @@ async def test_default_scenario_serves_all_three_providers_on_v2(
         harness.clock.advance(seconds)
         ml.append((await v2_get(harness, endpoint_url(harness, "GCP", "ml-psc"))).json()["status"])
 
-    assert aws.json()["regionName"] == "us-east-1"
+    assert aws.json()["regionName"] == "US_EAST_1"
     # Five: ledger-eu is in the second project, and search-prod waits for its POST.
     assert len(aws.json()["interfaceEndpoints"]) == 5
     [eu] = azure_eu.json()

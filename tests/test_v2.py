@@ -103,7 +103,7 @@ PROVIDERS = {
     "AWS": Provider(
         CloudProvider.AWS,
         AWS_SERVICE,
-        "eu-west-1",
+        "EU_WEST_1",
         "AVAILABLE",
         "REJECTED",
         "rejected",
@@ -478,7 +478,7 @@ async def test_discovery_finds_every_endpoint_forgets_removed_ones_and_survives_
         Scenario(
             rate_limit_per_minute=600,
             endpoint_services=[
-                ScenarioService(group_id=GROUP_ID, id=AWS_SERVICE, region="eu-west-1"),
+                ScenarioService(group_id=GROUP_ID, id=AWS_SERVICE, region="EU_WEST_1"),
             ],
             endpoints=[
                 at_atlas(CloudProvider.AWS, AWS_SERVICE, healthy),
