@@ -1146,6 +1146,13 @@ HEALTHY_ANSWER = answered(Status.AVAILABLE)
             AddAction.NOTHING,
             id="recreate-deleting-with-error-message",
         ),
+        pytest.param(
+            RECREATING,
+            ADDED,
+            answered(Status.DELETED, "group deleted"),
+            AddAction.NOTHING,
+            id="recreate-deleted-with-error-message",
+        ),
         pytest.param(RECREATING, ADDED, FAILED, AddAction.NOTHING, id="recreate-failed-poll"),
         pytest.param(RECREATING, ADDED, NOT_FOUND, AddAction.ADD, id="recreate-404-after-delete"),
         pytest.param(
