@@ -340,6 +340,32 @@ async def test_bad_answers_are_reported_not_trusted(
     assert sleeps.delays == []
 
 
+async def test_the_error_code_header_names_an_error_whose_body_does_not(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    """v2 errors repeat their code in X-Error-Code; the body's code wins when both are there."""
+    atlas.get(
+        ENDPOINT_URL,
+        status=404,
+        body="<html>Not Found</html>",
+        content_type="text/html",
+        headers={"X-Error-Code": "RESOURCE_NOT_FOUND"},
+    )
+    atlas.get(
+        ENDPOINT_URL,
+        status=404,
+        payload=atlas_error(404, "GROUP_NOT_FOUND"),
+        headers={"X-Error-Code": "RESOURCE_NOT_FOUND"},
+    )
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(AtlasNotFoundError) as header_only:
+            await client.get_interface_endpoint(REF)
+        with pytest.raises(AtlasNotFoundError) as both:
+            await client.get_interface_endpoint(REF)
+    assert header_only.value.error_code == "RESOURCE_NOT_FOUND"
+    assert both.value.error_code == "GROUP_NOT_FOUND"
+
+
 async def test_error_detail_from_a_non_json_proxy_page_is_kept_short(
     make_client: MakeClient, atlas: aioresponses
 ) -> None:
