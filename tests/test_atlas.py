@@ -36,6 +36,7 @@ from monitor.atlas import (
     ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
+    ServiceAccount,
     ServiceStatus,
     parse_retry_after,
 )
@@ -616,6 +617,21 @@ async def test_digest_handshake_happens_once_then_one_request_per_call(
     assert simulator.stats.challenges == 1
     assert simulator.stats.total() == 6
     assert exchanges == [("GET", "401")] + [("GET", "200")] * 5
+
+
+async def test_a_service_account_with_any_characters_logs_in_to_the_simulator(
+    make_client: MakeClient, start_simulator: StartSimulator
+) -> None:
+    """Client and simulator agree on RFC 6749's form encoding of id and secret."""
+    client_id, secret = "mdb_sa:id+1", "s+cr/t%2F:x y"
+    simulator, url = await start_simulator(
+        one_endpoint_scenario(), client_id=client_id, client_secret=secret
+    )
+    login = ServiceAccount(client_id, SecretStr(secret))
+    async with make_client(base_url=url, login=login, api_version=V2) as client:
+        endpoint = await client.get_interface_endpoint(REF)
+    assert endpoint.connection_status is ConnectionStatus.AVAILABLE
+    assert simulator.stats.token_requests == {200: 1}
 
 
 async def test_wrong_private_key_is_an_auth_error_with_atlas_words(
