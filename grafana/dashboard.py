@@ -50,8 +50,8 @@ SERVICES_SELECTED = (
 )
 
 # Endpoint status -> (number used by the state timeline, colour), for every provider (AWS
-# NONE, PENDING_ACCEPTANCE, PENDING; Azure and GCP INITIATING; GCP VERIFIED). The order is
-# Atlas' lifecycle: blue/yellow on the way, green there, red failed, orange going away.
+# NONE, PENDING_ACCEPTANCE, PENDING; Azure and GCP INITIATING; GCP VERIFIED and DELETED). The
+# order is Atlas' lifecycle: blue/yellow on the way, green there, red failed, orange going away.
 STATUSES: dict[str, tuple[int, str]] = {
     "NONE": (1, "blue"),
     "PENDING_ACCEPTANCE": (2, "yellow"),
@@ -62,7 +62,8 @@ STATUSES: dict[str, tuple[int, str]] = {
     "REJECTED": (7, "red"),
     "FAILED": (8, "red"),
     "DELETING": (9, "orange"),
-    "UNKNOWN": (10, "purple"),
+    "DELETED": (10, "dark-orange"),
+    "UNKNOWN": (11, "purple"),
 }
 # Endpoint service status (Atlas API v2) -> (number, colour), as for endpoints.
 SERVICE_STATUSES: dict[str, tuple[int, str]] = {

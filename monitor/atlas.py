@@ -33,7 +33,8 @@ from monitor import __version__
 API_ROOT: Final = "/api/atlas/v1.0"
 API_ROOT_V2: Final = "/api/atlas/v2"
 V2_MEDIA_TYPE: Final = "application/vnd.atlas.2023-01-01+json"
-"""The v2 resource version this client speaks; Atlas picks the answer's shape from it."""
+"""The v2 resource version this client speaks, in Accept and in the Content-Type of a POST's
+body (the spec declares no other for these routes); Atlas picks the answer's shape from it."""
 USER_AGENT: Final = f"atlas-endpoint-monitor/{__version__}"
 # An interface endpoint document is ~200 bytes; anything near this cap is not one.
 MAX_BODY_BYTES: Final = 1024 * 1024
@@ -45,19 +46,25 @@ BACKOFF_CAP_SECONDS: Final = 30.0
 RATE_LIMIT_LOW_SHARE: Final = 0.1
 """Below this share of RateLimit-Limit left, a project's requests are slowed down."""
 
-# Id formats, shared by config validation and the simulator's path checks.
+# Id formats, shared by config validation and the simulator's checks; each is held against
+# Atlas' v2 spec in tests/test_spec_excerpt.py, which names where they knowingly differ.
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
-"""Atlas project (group) and private endpoint service ids."""
+"""Atlas project (group) and private endpoint service ids. The spec says lower case; upper
+case is taken too and lowered before it is sent."""
 INTERFACE_ENDPOINT_ID = re.compile(r"vpce-(?:[0-9a-f]{8}|[0-9a-f]{17})")
-"""AWS VPC interface endpoint ids: the short (legacy) and the long form."""
+"""AWS VPC interface endpoint ids: the long form the spec names and the short form of
+endpoints created before AWS lengthened its ids in 2018, which v1.0 still shows."""
 AZURE_PRIVATE_ENDPOINT_ID = re.compile(
     r"/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-    r"/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Network/privateEndpoints/[-\w.]{1,80}",
+    r"/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Network"
+    r"/privateEndpoints/[-\w.()]{1,80}",
     re.IGNORECASE,
 )
-"""Azure private endpoint resource ids (Azure compares them case-insensitively)."""
+"""Azure private endpoint resource ids (Azure compares them case-insensitively). Names take
+what the spec's pattern takes, parentheses included; lengths are Azure's limits (resource
+groups 90, network resources 80), and letters may be Unicode as in Azure's rules."""
 GCP_ENDPOINT_GROUP_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
-"""GCP endpoint group names: the resource-name rule of Google Cloud."""
+"""GCP endpoint group names: the resource-name rule of Google Cloud (the spec has none)."""
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +91,8 @@ class ApiVersion(StrEnum):
         return API_ROOT if self is ApiVersion.V1 else API_ROOT_V2
 
     @property
-    def accept(self) -> str:
+    def media_type(self) -> str:
+        """What requests ask answers in (Accept) and send bodies in (Content-Type)."""
         return "application/json" if self is ApiVersion.V1 else V2_MEDIA_TYPE
 
     def endpoints_path(self, ref: EndpointRef) -> str:
@@ -120,6 +128,7 @@ class ConnectionStatus(StrEnum):
     REJECTED = "REJECTED"
     FAILED = "FAILED"
     DELETING = "DELETING"
+    DELETED = "DELETED"
     UNKNOWN = "UNKNOWN"
     """Anything Atlas may add later; the raw value is kept beside it."""
 
@@ -180,30 +189,17 @@ ENDPOINT_STATUSES: Mapping[CloudProvider, tuple[ConnectionStatus, ...]] = {
         ConnectionStatus.AVAILABLE,
         ConnectionStatus.FAILED,
         ConnectionStatus.DELETING,
+        ConnectionStatus.DELETED,
         ConnectionStatus.UNKNOWN,
     ),
 }
-"""Each provider's endpoint statuses, in the order of its state set (UNKNOWN last)."""
+"""Each provider's endpoint statuses, in the order of its state set (UNKNOWN last): the v2
+spec's enum of the provider, plus AWS NONE, which v1.0 answers (and Terraform waits on)."""
 
-_AZURE_AND_GCP_SERVICE_STATUSES = (
-    ServiceStatus.INITIATING,
-    ServiceStatus.AVAILABLE,
-    ServiceStatus.FAILED,
-    ServiceStatus.DELETING,
-    ServiceStatus.UNKNOWN,
+SERVICE_STATUSES: Mapping[CloudProvider, tuple[ServiceStatus, ...]] = dict.fromkeys(
+    CloudProvider, tuple(ServiceStatus)
 )
-SERVICE_STATUSES: Mapping[CloudProvider, tuple[ServiceStatus, ...]] = {
-    CloudProvider.AWS: (
-        ServiceStatus.INITIATING,
-        ServiceStatus.WAITING_FOR_USER,
-        ServiceStatus.AVAILABLE,
-        ServiceStatus.FAILED,
-        ServiceStatus.DELETING,
-        ServiceStatus.UNKNOWN,
-    ),
-    CloudProvider.AZURE: _AZURE_AND_GCP_SERVICE_STATUSES,
-    CloudProvider.GCP: _AZURE_AND_GCP_SERVICE_STATUSES,
-}
+"""Endpoint service statuses: the spec gives every provider the same enum."""
 
 # Per provider, the v2 fields naming an endpoint and holding its status, and the field of
 # an endpoint service that lists its endpoints.
@@ -519,7 +515,7 @@ class AtlasClient:
         self._session = aiohttp.ClientSession(
             timeout=self._timeout,
             connector=aiohttp.TCPConnector(limit=self._max_connections),
-            headers={"Accept": self._api.accept, "User-Agent": USER_AGENT},
+            headers={"Accept": self._api.media_type, "User-Agent": USER_AGENT},
             middlewares=middlewares,
             raise_for_status=False,
         )
@@ -781,9 +777,13 @@ class AtlasClient:
     ) -> object:
         # Encoded already (Azure ids carry %2F), so yarl must not normalise it again.
         url = yarl.URL(self._api_url + path, encoded=True)
+        body, headers = None, None
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers = {"Content-Type": self._api.media_type}
         try:
             async with session.request(
-                method, url, json=json_body, allow_redirects=False
+                method, url, data=body, headers=headers, allow_redirects=False
             ) as response:
                 self._note_rate_limit(path, response.headers)
                 body = await read_capped(response, method, path)
@@ -849,6 +849,8 @@ def _interpret(
             path=path,
         )
     error_code, detail = _atlas_error_fields(body)
+    # v2 errors repeat the code in a header, which outlives a body a proxy replaced.
+    error_code = error_code or headers.get("X-Error-Code") or None
     error_type = _ERROR_BY_STATUS.get(
         status, AtlasServerError if status >= 500 else AtlasRequestError
     )

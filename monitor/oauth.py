@@ -2,11 +2,12 @@
 
 ``ServiceAccountLogin`` is an aiohttp client middleware, used by ``AtlasClient`` in place of
 ``aiohttp.DigestAuthMiddleware`` when the credentials are a client id and secret. It logs in
-at ``POST {host}/api/oauth/token`` (HTTP Basic client_id:client_secret, form
-``grant_type=client_credentials``), caches the token and renews it shortly before it expires,
-with one login at a time however many requests wait for it. A 401 for a token obtained before
-the request started means Atlas no longer takes it: the token is dropped and the request sent
-once more with a new one, as the Digest middleware answers a challenge once.
+at ``POST {host}/api/oauth/token`` (HTTP Basic with the client id and secret each
+form-encoded first, as RFC 6749 section 2.3.1 says, form ``grant_type=client_credentials``),
+caches the token and renews it shortly before it expires, with one login at a time however
+many requests wait for it. A 401 for a token obtained before the request started means Atlas
+no longer takes it: the token is dropped and the request sent once more with a new one, as
+the Digest middleware answers a challenge once.
 
 A failed login raises the client's own error types for the token request ("POST",
 "/api/oauth/token"), so ``AtlasClient`` retries and reports it like any other exchange:
@@ -31,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import quote_plus
 
 import aiohttp
 import structlog
@@ -101,8 +103,8 @@ class ServiceAccountLogin:
         timeout: aiohttp.ClientTimeout,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not client_id or ":" in client_id:
-            raise ValueError("a service account client id is non-empty and holds no ':'")
+        if not client_id:
+            raise ValueError("the service account client id is empty")
         if not client_secret.get_secret_value():
             raise ValueError("the service account client secret is empty")
         self._token_url = URL(token_url)
@@ -220,8 +222,12 @@ class ServiceAccountLogin:
         )
 
     def _basic_auth(self) -> str:
-        # By hand: aiohttp 3.14 deprecates BasicAuth, and its encode_basic_auth is not in 3.12.
-        credentials = f"{self.client_id}:{self._client_secret.get_secret_value()}"
+        """RFC 6749 section 2.3.1: id and secret are each form-encoded (so a ':' in either
+        is no separator, and ``+ / %`` arrive as written), then joined for HTTP Basic. The
+        Go SDK's oauth2 library does the same; ids and secrets of plain letters, digits and
+        ``_ - . ~`` are unchanged by it. By hand: aiohttp 3.14 deprecates BasicAuth."""
+        secret = self._client_secret.get_secret_value()
+        credentials = f"{quote_plus(self.client_id)}:{quote_plus(secret)}"
         return "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
 
     def _token_from(
@@ -281,8 +287,12 @@ class ServiceAccountLogin:
         )
 
     def _scrub(self, text: str) -> str:
-        """Text that came from the wire, capped, and without the secret should it echo it."""
-        return text.replace(self._client_secret.get_secret_value(), REDACTED)[:MAX_DETAIL_CHARS]
+        """Text that came from the wire, capped, and without the secret should it echo it,
+        as sent (form-encoded) or decoded."""
+        secret = self._client_secret.get_secret_value()
+        for spelling in (secret, quote_plus(secret)):
+            text = text.replace(spelling, REDACTED)
+        return text[:MAX_DETAIL_CHARS]
 
 
 def _bad_answer(problem: str) -> AtlasBadResponseError:

@@ -15,9 +15,13 @@ here), ``Accept`` is ignored and answers are ``application/json``:
   with ``{"interfaceEndpointId"}``; then NONE, PENDING_ACCEPTANCE, PENDING, AVAILABLE.
 
 v2, under ``/api/atlas/v2``, with ``{P}`` one of ``AWS``, ``AZURE``, ``GCP`` (anything else is
-400 INVALID_ENUM_VALUE) and answers typed ``application/vnd.atlas.2023-01-01+json;charset=utf-8``.
-``Accept: application/vnd.atlas.<date>+json`` picks the version; an unknown date is 406
-INVALID_VERSION_DATE; ``application/json``, ``*/*`` or no Accept get 2023-01-01:
+400 INVALID_ENUM_VALUE), held to Atlas' published spec (tests/data/atlas-spec-excerpt.yaml).
+``Accept: application/vnd.atlas.<date>+json`` is required: each route has one resource
+version, 2023-01-01, served for that date or any later one (the spec's own examples send
+2025-03-12), and typed ``application/vnd.atlas.2023-01-01+json;charset=utf-8``; no versioned
+Accept, an earlier or malformed date is 406 INVALID_VERSION_DATE. Errors are
+``application/json`` with the errorCode repeated in an ``X-Error-Code`` header, as Atlas sends
+them:
 
 - ``GET /groups/{groupId}/privateEndpoint/{P}/endpointService``: a JSON array of services
 - ``GET /groups/{groupId}/privateEndpoint/{P}/endpointService/{serviceId}``: one service,
@@ -25,10 +29,12 @@ INVALID_VERSION_DATE; ``application/json``, ``*/*`` or no Accept get 2023-01-01:
 - ``GET|DELETE .../endpointService/{serviceId}/endpoint/{endpointId}``: one endpoint; the id
   segment is URL-encoded (an Azure resource id arrives with ``%2F``) and is matched on the
   still-encoded path, then decoded once; Azure ids compare case-insensitively
-- ``POST .../endpointService/{serviceId}/endpoint`` with AWS ``{"id"}``, AZURE ``{"id",
-  "privateEndpointIPAddress"}`` or GCP ``{"endpointGroupName", "endpoints"?, "gcpProjectId"?}``
-  (404 when the service does not exist); then AWS as in v1.0, AZURE INITIATING, AVAILABLE and
-  GCP INITIATING, VERIFIED, AVAILABLE, one status per ``step_seconds``
+- ``POST .../endpointService/{serviceId}/endpoint`` with a ``Content-Type:
+  application/vnd.atlas.<date>+json`` body (else 415 UNSUPPORTED_MEDIA_TYPE): AWS ``{"id"}``,
+  AZURE ``{"id", "privateEndpointIPAddress"}`` or GCP ``{"endpointGroupName", "gcpProjectId",
+  "endpoints"?}`` (404 when the service does not exist); answered 200, then AWS
+  PENDING_ACCEPTANCE, PENDING, AVAILABLE (v2 has no NONE), AZURE INITIATING, AVAILABLE and GCP
+  INITIATING, VERIFIED, AVAILABLE, one status per ``step_seconds``
 
 v1.0 and v2 share one endpoint store, one per-group rate limit, the faults, the timelines
 and ``by_endpoint`` stats: a fault on an AWS endpoint applies whichever version reads it.
@@ -50,7 +56,7 @@ Scenario file (YAML, or JSON since the YAML parser reads both)::
       - group_id: "5e2211c17a3e5a48f5497de3"  # not listed exists anyway: AVAILABLE, in
         id: "65a1b2c3d4e5f60718293a5c"        # its provider's default region
         cloud_provider: GCP       # AWS (default), AZURE or GCP
-        region: CENTRAL_US        # default us-east-1, US_EAST_2 or CENTRAL_US by provider
+        region: CENTRAL_US        # default US_EAST_1, US_EAST_2 or CENTRAL_US by provider
         status: AVAILABLE         # any string; default AVAILABLE
         error_message: null
         timeline:                 # like an endpoint's, with status and error_message only
@@ -106,7 +112,8 @@ from an optional ``?cloud_provider=`` query parameter:
 
 Service-account login (OAuth 2 client credentials), enabled when the simulator has a
 ``client_id`` and ``client_secret``: ``POST /api/oauth/token`` with ``Authorization: Basic
-base64(id:secret)`` and the form body ``grant_type=client_credentials`` answers
+base64(id:secret)``, id and secret each form-encoded first (RFC 6749 section 2.3.1), and
+the form body ``grant_type=client_credentials`` answers
 ``{"access_token", "expires_in", "token_type": "Bearer"}``; a wrong or absent client (or
 OAuth disabled) is 401 ``invalid_client``, another grant type 400 ``unsupported_grant_type``.
 API routes of both versions accept a valid Digest answer or ``Authorization: Bearer
@@ -119,6 +126,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import datetime
 import hashlib
 import hmac
 import importlib.resources
@@ -135,6 +143,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from http import HTTPStatus
 from typing import Annotated, Any, Literal, NamedTuple, Protocol, Self, TypeVar
+from urllib.parse import unquote_plus
 
 import structlog
 import yaml
@@ -151,7 +160,13 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.atlas import API_ROOT, INTERFACE_ENDPOINT_ID, OBJECT_ID
+from monitor.atlas import (
+    API_ROOT,
+    AZURE_PRIVATE_ENDPOINT_ID,
+    GCP_ENDPOINT_GROUP_NAME,
+    INTERFACE_ENDPOINT_ID,
+    OBJECT_ID,
+)
 
 __all__ = [
     "API_ROOT",
@@ -187,20 +202,26 @@ DROPPED = 0
 _NONCE_CAPACITY = 10_000
 API_V2_ROOT = "/api/atlas/v2"
 OAUTH_TOKEN_PATH = "/api/oauth/token"  # noqa: S105 - a path, not a password
-V2_VERSIONS = frozenset({"2023-01-01"})
-V2_DEFAULT_VERSION = "2023-01-01"
-V2_MEDIA_TYPE = f"application/vnd.atlas.{V2_DEFAULT_VERSION}+json;charset=utf-8"
+V2_RESOURCE_VERSION = "2023-01-01"
+"""The one version of every v2 route served here (as in the spec)."""
+V2_MEDIA_TYPE = f"application/vnd.atlas.{V2_RESOURCE_VERSION}+json;charset=utf-8"
+ERROR_CODE_HEADER = "X-Error-Code"
 # Past this many live access tokens the oldest are forgotten (as for nonces).
 _TOKEN_CAPACITY = 10_000
 CloudProvider = Literal["AWS", "AZURE", "GCP"]
 CLOUD_PROVIDERS: tuple[CloudProvider, ...] = ("AWS", "AZURE", "GCP")
-# Status after a POST, then one more per step_seconds.
+# Status after a v2 POST, then one more per step_seconds; v1.0 starts AWS endpoints in NONE,
+# a status the v2 enum does not have.
 _PROVISIONING: dict[str, tuple[str, tuple[str, ...]]] = {
-    "AWS": ("NONE", ("PENDING_ACCEPTANCE", "PENDING", "AVAILABLE")),
+    "AWS": ("PENDING_ACCEPTANCE", ("PENDING", "AVAILABLE")),
     "AZURE": ("INITIATING", ("AVAILABLE",)),
     "GCP": ("INITIATING", ("VERIFIED", "AVAILABLE")),
 }
-_DEFAULT_REGIONS: dict[str, str] = {"AWS": "us-east-1", "AZURE": "US_EAST_2", "GCP": "CENTRAL_US"}
+_V1_PROVISIONING = ("NONE", ("PENDING_ACCEPTANCE", "PENDING", "AVAILABLE"))
+# A GCP endpoint group's own status -> its forwarding rules' (whose enum has neither).
+_GCP_RULE_STATUSES = {"VERIFIED": "INITIATING", "DELETED": "DELETING"}
+# Atlas' region names (the snapshots of real answers say EU_WEST_1, not eu-west-1).
+_DEFAULT_REGIONS: dict[str, str] = {"AWS": "US_EAST_1", "AZURE": "US_EAST_2", "GCP": "CENTRAL_US"}
 _ATLAS_ERROR_CODES = {
     HTTPStatus.FORBIDDEN: "IP_ADDRESS_NOT_ON_ACCESS_LIST",
     HTTPStatus.NOT_FOUND: "RESOURCE_NOT_FOUND",
@@ -214,7 +235,7 @@ _V2_SERVICES = "/groups/{groupId}/privateEndpoint/{cloudProvider}/endpointServic
 _V2_SERVICE = _V2_SERVICES + "/{serviceId}"
 _V2_ENDPOINTS = _V2_SERVICE + "/endpoint"
 _V2_ENDPOINT = _V2_ENDPOINTS + "/{endpointId}"
-_VND_ATLAS = re.compile(r"application/vnd\.atlas\.([^+]*)\+json", re.IGNORECASE)
+_VND_ATLAS = re.compile(r"application/vnd\.atlas\.(\d{4}-\d{2}-\d{2})\+json", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -237,19 +258,19 @@ _INTERFACE_ENDPOINT_ID = _IdFormat(
     INTERFACE_ENDPOINT_ID, "'vpce-' followed by 8 or 17 lowercase hexadecimal digits"
 )
 _AZURE_ENDPOINT_ID = _IdFormat(
-    re.compile(
-        r"/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-        r"/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Network"
-        r"/privateEndpoints/\w[-\w.]{0,79}",
-        re.IGNORECASE | re.ASCII,
-    ),
+    AZURE_PRIVATE_ENDPOINT_ID,
     "an Azure resource id '/subscriptions/<uuid>/resourceGroups/<group>/providers/"
     "Microsoft.Network/privateEndpoints/<name>'",
 )
 _GCP_ENDPOINT_GROUP_NAME = _IdFormat(
-    re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?"),
+    GCP_ENDPOINT_GROUP_NAME,
     "a GCP endpoint group name: a lowercase letter, then at most 62 lowercase letters, "
     "digits or '-', not ending with '-'",
+)
+_GCP_PROJECT_ID = _IdFormat(
+    # Google Cloud's rule; every id of the spec's own pattern, p- and 24 characters, is one.
+    re.compile(r"[a-z][-a-z0-9]{4,28}[a-z0-9]"),
+    "a Google Cloud project id",
 )
 _ENDPOINT_ID_FORMATS: dict[str, _IdFormat] = {
     "AWS": _INTERFACE_ENDPOINT_ID,
@@ -837,7 +858,7 @@ def _query_flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() == "true"
 
 
-# Set by the v2 middleware once the Accept header named a known version.
+# Set by the v2 middleware once the Accept header named a version it serves.
 _MEDIA_TYPE_KEY = web.RequestKey("atlas_simulator_media_type", str)
 
 
@@ -848,7 +869,8 @@ def _json_response(
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     """Atlas' output: compact JSON unless pretty=true, wrapped when envelope=true; typed
-    application/json on v1.0 and with the negotiated vnd.atlas media type on v2."""
+    application/json on v1.0 and for errors, and with the served vnd.atlas media type for
+    v2's other answers."""
     document: Mapping[str, Any] | Sequence[Any] = payload
     if _query_flag(request, "envelope"):
         document = {"status": status, "content": payload}
@@ -856,7 +878,7 @@ def _json_response(
         text = json.dumps(document, indent=2)
     else:
         text = json.dumps(document, separators=(",", ":"))
-    media_type = request.get(_MEDIA_TYPE_KEY)
+    media_type = request.get(_MEDIA_TYPE_KEY) if status < HTTPStatus.BAD_REQUEST else None
     if media_type is None:
         return web.Response(
             status=status, body=text.encode(), content_type="application/json", headers=headers
@@ -898,7 +920,8 @@ class _AtlasError(Exception):
             "reason": HTTPStatus(self.status).phrase,
             "parameters": self.parameters,
         }
-        return _json_response(request, self.status, body, self.headers)
+        headers = {**(self.headers or {}), ERROR_CODE_HEADER: self.error_code}
+        return _json_response(request, self.status, body, headers)
 
 
 def _check_path_ids(request: web.Request) -> None:
@@ -1001,12 +1024,11 @@ async def _v2_endpoint_from_body(request: web.Request, cloud_provider: str) -> _
     body = await _json_object_from_body(
         request,
         allowed={"endpointGroupName", "endpoints", "gcpProjectId"},
-        required=["endpointGroupName"],
+        required=["endpointGroupName", "gcpProjectId"],
     )
     name = _id_attribute(body, "endpointGroupName", _GCP_ENDPOINT_GROUP_NAME)
+    _id_attribute(body, "gcpProjectId", _GCP_PROJECT_ID)
     details = _EndpointDetails.derived(name)
-    if "gcpProjectId" in body and not isinstance(body["gcpProjectId"], str):
-        raise _invalid_attribute("gcpProjectId")
     if "endpoints" not in body:
         return details
     endpoints = body["endpoints"]
@@ -1059,7 +1081,11 @@ def _v2_endpoint_body(
         **common,
         "endpointGroupName": details.endpoint_id,
         "endpoints": [
-            {"endpointName": name, "ipAddress": ip_address, "status": state.status}
+            {
+                "endpointName": name,
+                "ipAddress": ip_address,
+                "status": _GCP_RULE_STATUSES.get(state.status, state.status),
+            }
             for name, ip_address in details.gcp_endpoints
         ],
         "status": state.status,
@@ -1088,23 +1114,29 @@ def _v2_service_body(
         region = script.region.lower().replace("_", "-")
         document["endpointGroupNames"] = endpoint_ids
         document["serviceAttachmentNames"] = [
-            f"projects/p-{key.service_id[:12]}/regions/{region}/serviceAttachments/"
-            f"sa-{key.service_id}"
+            f"https://www.googleapis.com/compute/v1/projects/p-{key.service_id[:12]}"
+            f"/regions/{region}/serviceAttachments/sa-{key.service_id}"
         ]
     return document
 
 
-def _accepted_version(accept: str) -> str | None:
-    """The v2 version date an Accept header asks for: None when it names only unknown
-    dates; the default when it names none (application/json, */*, or nothing)."""
-    requested = [
-        match[1]
-        for media_range in accept.split(",")
-        if (match := _VND_ATLAS.fullmatch(media_range.partition(";")[0].strip()))
-    ]
-    if not requested:
-        return V2_DEFAULT_VERSION
-    return next((date for date in requested if date in V2_VERSIONS), None)
+def _serves_version(media_type: str) -> bool:
+    """Whether a media type (parameters allowed) names a v2 version date on or after the
+    resource version served here, which Atlas then answers with."""
+    match = _VND_ATLAS.fullmatch(media_type.partition(";")[0].strip())
+    if match is None:
+        return False
+    try:
+        requested = datetime.date.fromisoformat(match[1])
+    except ValueError:
+        return False
+    return requested >= datetime.date.fromisoformat(V2_RESOURCE_VERSION)
+
+
+def _accepts_served_version(accept: str) -> bool:
+    """Whether an Accept header asks for a version served here; application/json, */* or
+    no Accept at all do not (Atlas answers them 406)."""
+    return any(_serves_version(media_range) for media_range in accept.split(","))
 
 
 def _fault_answer(request: web.Request, fault: Fault) -> web.Response | None:
@@ -1241,8 +1273,8 @@ class Simulator:
         """Pin an endpoint to a fixed state, ending any timeline or progression it had.
 
         ``status=None`` keeps the current status of an existing endpoint and gives a new one
-        the provider's first status (AWS NONE, Azure and GCP INITIATING), so a test can set
-        only the error message. A new endpoint's service exists from then on.
+        the provider's first status (AWS PENDING_ACCEPTANCE, Azure and GCP INITIATING), so a
+        test can set only the error message. A new endpoint's service exists from then on.
         """
         key = _endpoint_key(group_id, private_link_id, interface_endpoint_id, cloud_provider)
         if status is None:
@@ -1406,12 +1438,11 @@ class Simulator:
     async def _answer_api_request(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        version = V2_DEFAULT_VERSION
+        versioned = True
         if _is_v2(request):
-            accepted = _accepted_version(request.headers.get(hdrs.ACCEPT, ""))
-            if accepted is not None:
-                request[_MEDIA_TYPE_KEY] = f"application/vnd.atlas.{accepted}+json;charset=utf-8"
-            version = accepted or ""
+            versioned = _accepts_served_version(request.headers.get(hdrs.ACCEPT, ""))
+            if versioned:
+                request[_MEDIA_TYPE_KEY] = V2_MEDIA_TYPE
         verdict = self._authenticate(request)
         if verdict is _AuthVerdict.BEARER_REJECTED:
             self.stats.challenges += 1
@@ -1420,12 +1451,12 @@ class Simulator:
             return self._challenge(request, stale=verdict is _AuthVerdict.STALE)
         rate_limit_headers: dict[str, str] = {}
         try:
-            if not version:
+            if not versioned:
                 raise _AtlasError(
                     HTTPStatus.NOT_ACCEPTABLE,
                     "INVALID_VERSION_DATE",
-                    "The version date in the Accept header is not a known API version; "
-                    "known versions: " + ", ".join(sorted(V2_VERSIONS)) + ".",
+                    "The Accept header must name an API version, "
+                    f"application/vnd.atlas.YYYY-MM-DD+json, from {V2_RESOURCE_VERSION} on.",
                 )
             _check_path_ids(request)
             rate_limit_headers = self._take_rate_limit_token(request.match_info.get("groupId"))
@@ -1527,7 +1558,8 @@ class Simulator:
             decoded = base64.b64decode(encoded.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return False
-        client_id, colon, client_secret = decoded.partition(":")
+        encoded_id, colon, encoded_secret = decoded.partition(":")
+        client_id, client_secret = unquote_plus(encoded_id), unquote_plus(encoded_secret)
         # Both compared, always, so the answer time does not tell which one was wrong.
         id_ok = hmac.compare_digest(client_id.encode(), self._client_id.encode())
         secret_ok = hmac.compare_digest(client_secret.encode(), self._client_secret.encode())
@@ -1579,6 +1611,12 @@ class Simulator:
         cloud_provider = match["cloudProvider"]
         if ServiceKey(match["groupId"], cloud_provider, match["serviceId"]) not in self._services:
             raise _not_found(request)
+        if not _serves_version(request.headers.get(hdrs.CONTENT_TYPE, "")):
+            raise _AtlasError(
+                HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                f"The request body must be {V2_MEDIA_TYPE.partition(';')[0]}.",
+            )
         details = await _v2_endpoint_from_body(request, cloud_provider)
         key = EndpointKey(
             match["groupId"],
@@ -1659,7 +1697,8 @@ class Simulator:
             )
             return conflict.response(request)
         step = self.scenario.step_seconds
-        first_status, later_statuses = _PROVISIONING[key.cloud_provider]
+        v2 = _is_v2(request)
+        first_status, later_statuses = _PROVISIONING[key.cloud_provider] if v2 else _V1_PROVISIONING
         state = _EndpointState(
             exists=True, status=first_status, error_message=None, delete_requested=False
         )
@@ -1674,7 +1713,8 @@ class Simulator:
         )
         self._ensure_service(key.service(), now)
         log.info("simulator_endpoint_created", **key._asdict())
-        return _json_response(request, HTTPStatus.CREATED, self._endpoint_body(request, key, state))
+        status = HTTPStatus.OK if v2 else HTTPStatus.CREATED  # as each version's spec says
+        return _json_response(request, status, self._endpoint_body(request, key, state))
 
     def _delete(self, request: web.Request, key: EndpointKey) -> web.Response:
         current = self._current_state(key)

@@ -329,9 +329,12 @@ def next_add_action(state: EndpointState, observation: Observation, policy: AddP
     return AddAction.NOTHING
 
 
+_LEAVING = (ConnectionStatus.DELETING, ConnectionStatus.DELETED)
+
+
 def _failed(answer: InterfaceEndpoint) -> bool:
-    """REJECTED (or FAILED) or an errorMessage, and not already on its way out."""
-    if answer.delete_requested or answer.connection_status is ConnectionStatus.DELETING:
+    """REJECTED (or FAILED) or an errorMessage, and not already on its way out (or gone)."""
+    if answer.delete_requested or answer.connection_status in _LEAVING:
         return False
     return (
         answer.connection_status in (ConnectionStatus.REJECTED, ConnectionStatus.FAILED)

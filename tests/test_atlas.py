@@ -36,6 +36,7 @@ from monitor.atlas import (
     ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
+    ServiceAccount,
     ServiceStatus,
     parse_retry_after,
 )
@@ -340,6 +341,32 @@ async def test_bad_answers_are_reported_not_trusted(
     assert sleeps.delays == []
 
 
+async def test_the_error_code_header_names_an_error_whose_body_does_not(
+    make_client: MakeClient, atlas: aioresponses
+) -> None:
+    """v2 errors repeat their code in X-Error-Code; the body's code wins when both are there."""
+    atlas.get(
+        ENDPOINT_URL,
+        status=404,
+        body="<html>Not Found</html>",
+        content_type="text/html",
+        headers={"X-Error-Code": "RESOURCE_NOT_FOUND"},
+    )
+    atlas.get(
+        ENDPOINT_URL,
+        status=404,
+        payload=atlas_error(404, "GROUP_NOT_FOUND"),
+        headers={"X-Error-Code": "RESOURCE_NOT_FOUND"},
+    )
+    async with make_client(max_retries=0) as client:
+        with pytest.raises(AtlasNotFoundError) as header_only:
+            await client.get_interface_endpoint(REF)
+        with pytest.raises(AtlasNotFoundError) as both:
+            await client.get_interface_endpoint(REF)
+    assert header_only.value.error_code == "RESOURCE_NOT_FOUND"
+    assert both.value.error_code == "GROUP_NOT_FOUND"
+
+
 async def test_error_detail_from_a_non_json_proxy_page_is_kept_short(
     make_client: MakeClient, atlas: aioresponses
 ) -> None:
@@ -363,7 +390,8 @@ async def test_post_returns_the_new_endpoint(make_client: MakeClient, atlas: aio
         endpoint = await client.add_interface_endpoint(REF)
     assert endpoint.connection_status is ConnectionStatus.NONE
     (request,) = atlas.requests[("POST", URL(COLLECTION_URL))]
-    assert request.kwargs["json"] == {"interfaceEndpointId": ENDPOINT_ID}
+    assert json.loads(request.kwargs["data"]) == {"interfaceEndpointId": ENDPOINT_ID}
+    assert request.kwargs["headers"]["Content-Type"] == "application/json"
 
 
 async def test_post_that_timed_out_is_checked_with_get_not_repeated(
@@ -591,6 +619,21 @@ async def test_digest_handshake_happens_once_then_one_request_per_call(
     assert exchanges == [("GET", "401")] + [("GET", "200")] * 5
 
 
+async def test_a_service_account_with_any_characters_logs_in_to_the_simulator(
+    make_client: MakeClient, start_simulator: StartSimulator
+) -> None:
+    """Client and simulator agree on RFC 6749's form encoding of id and secret."""
+    client_id, secret = "mdb_sa:id+1", "s+cr/t%2F:x y"
+    simulator, url = await start_simulator(
+        one_endpoint_scenario(), client_id=client_id, client_secret=secret
+    )
+    login = ServiceAccount(client_id, SecretStr(secret))
+    async with make_client(base_url=url, login=login, api_version=V2) as client:
+        endpoint = await client.get_interface_endpoint(REF)
+    assert endpoint.connection_status is ConnectionStatus.AVAILABLE
+    assert simulator.stats.token_requests == {200: 1}
+
+
 async def test_wrong_private_key_is_an_auth_error_with_atlas_words(
     make_client: MakeClient, start_simulator: StartSimulator, sleeps: Sleeps
 ) -> None:
@@ -778,7 +821,7 @@ def service_body(provider: CloudProvider, **fields: Any) -> dict[str, Any]:
     return {
         "id": PRIVATE_LINK_ID,
         "cloudProvider": provider.value,
-        "regionName": "us-east-1",
+        "regionName": "US_EAST_1",
         "status": "AVAILABLE",
         "errorMessage": None,
         **fields,
@@ -934,13 +977,16 @@ async def test_adding_on_v2_posts_the_aws_id_as_id(
     make_client: MakeClient, atlas: aioresponses
 ) -> None:
     url = f"{V2_ROOT}/AWS/endpointService/{PRIVATE_LINK_ID}/endpoint"
-    atlas.post(url, payload=v2_endpoint_body(CloudProvider.AWS, ENDPOINT_ID, "NONE"))
+    answer = v2_endpoint_body(CloudProvider.AWS, ENDPOINT_ID, "PENDING_ACCEPTANCE")
+    atlas.post(url, payload=answer)
     async with make_client(api_version=V2) as client:
         endpoint = await client.add_interface_endpoint(REF)
 
-    assert endpoint.connection_status is ConnectionStatus.NONE
+    assert endpoint.connection_status is ConnectionStatus.PENDING_ACCEPTANCE
     (request,) = atlas.requests[("POST", URL(url))]
-    assert request.kwargs["json"] == {"id": ENDPOINT_ID}
+    assert json.loads(request.kwargs["data"]) == {"id": ENDPOINT_ID}
+    # The spec's request body is the versioned media type, as the SDK and the CLI send it.
+    assert request.kwargs["headers"]["Content-Type"] == V2_MEDIA_TYPE
 
 
 async def test_rate_limit_headers_running_low_slow_the_project_down_until_they_recover(

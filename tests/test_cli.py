@@ -300,7 +300,7 @@ DEMO_STATUSES = {
     "vpce-0a1b2c3d4e5f60718": "REJECTED",
     "vpce-0c2d4e6f8a0b1c3d5": "AVAILABLE",
     "vpce-0d3e5f7a9b1c2d4e6": "PENDING_ACCEPTANCE",
-    "vpce-0e4f6a8b0c2d3e5f7": "NONE",
+    "vpce-0e4f6a8b0c2d3e5f7": "PENDING_ACCEPTANCE",  # v2 creates AWS endpoints in it
     "vpce-0f5a7b9c1d3e4f6a8": "AVAILABLE",
     "vpce-1a2b3c4d5e6f7a8b9": "AVAILABLE",
     AZURE_ID.format("payments-rg", "payments-pe"): "AVAILABLE",

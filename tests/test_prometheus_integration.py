@@ -201,7 +201,7 @@ async def stack(start_simulator: StartSimulator, start_daemon: StartDaemon) -> S
                     group_id=HEALTHY["group_id"],
                     id=PRIVATE_LINK_ID,
                     cloud_provider="AWS",
-                    region="us-east-1",
+                    region="US_EAST_1",
                 ),
                 ScenarioService(
                     group_id=HEALTHY["group_id"],

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 import pytest
@@ -763,7 +763,8 @@ async def test_explicit_changes_override_the_timeline(start_simulator: StartSimu
     simulator.remove_endpoint(GROUP, LINK, ENDPOINT)
 
     assert kept_status == atlas_body("PENDING", errorMessage="subnet missing")
-    assert new_endpoint == atlas_body("NONE", interface_endpoint_id=OTHER_ENDPOINT)
+    # A status both versions have: v2 has no NONE.
+    assert new_endpoint == atlas_body("PENDING_ACCEPTANCE", interface_endpoint_id=OTHER_ENDPOINT)
     assert (await harness.get()).status == 404
 
 
@@ -1075,11 +1076,12 @@ POST_BODY_OF: dict[str, dict[str, Any]] = {
     "GCP": {
         "endpointGroupName": "ml-psc",
         "endpoints": [{"endpointName": "ml-psc-0", "ipAddress": "10.0.0.5"}],
-        "gcpProjectId": "p-0123456789",
+        "gcpProjectId": "p-fdeeb3e43b8e733e5ab627b1",  # the spec's example
     },
 }
+GCP_PROJECT = {"gcpProjectId": "analytics-prod-4711"}  # a Google Cloud project id
 PROGRESSION_OF = {
-    "AWS": ["NONE", "PENDING_ACCEPTANCE", "PENDING", "AVAILABLE"],
+    "AWS": ["PENDING_ACCEPTANCE", "PENDING", "AVAILABLE"],  # v2's enum has no NONE
     "AZURE": ["INITIATING", "AVAILABLE"],
     "GCP": ["INITIATING", "VERIFIED", "AVAILABLE"],
 }
@@ -1145,6 +1147,12 @@ async def v2_get(harness: Harness, url: yarl.URL, **kwargs: Any) -> Answer:
     return await harness.call("GET", url, headers=V2_ACCEPT, **kwargs)
 
 
+async def v2_post(harness: Harness, url: yarl.URL, body: object) -> Answer:
+    """As the spec (and the monitor's client) send it: the body in the versioned type."""
+    headers = {**V2_ACCEPT, "Content-Type": V2_ACCEPT["Accept"]}
+    return await harness.call("POST", url, data=json.dumps(body), headers=headers)
+
+
 def v2_status(answer: Answer, cloud_provider: str) -> str:
     status: str = answer.json()[STATUS_FIELD_OF[cloud_provider]]
     return status
@@ -1188,7 +1196,8 @@ async def test_v2_get_serves_each_providers_endpoint_document(
     else:
         [member] = document.pop("endpoints")
         assert ipaddress.ip_address(member.pop("ipAddress")).is_private
-        assert member == {"endpointName": f"{GCP_NAME}-0", "status": "VERIFIED"}
+        # A forwarding rule's enum has no VERIFIED: the rules are still INITIATING.
+        assert member == {"endpointName": f"{GCP_NAME}-0", "status": "INITIATING"}
         assert document == {
             "cloudProvider": "GCP",
             "deleteRequested": False,
@@ -1229,12 +1238,12 @@ async def test_v2_lists_services_with_the_ids_of_their_existing_endpoints(
 
     [aws_service] = aws.json()
     assert aws_service.pop("endpointServiceName").startswith(
-        "com.amazonaws.vpce.us-east-1.vpce-svc-"
+        "com.amazonaws.vpce.us-east-1.vpce-svc-"  # AWS' own spelling of US_EAST_1
     )
     assert aws_service == {
         "id": LINK,
         "cloudProvider": "AWS",
-        "regionName": "us-east-1",
+        "regionName": "US_EAST_1",
         "status": "AVAILABLE",
         "errorMessage": None,
         "interfaceEndpoints": [ENDPOINT],
@@ -1276,9 +1285,7 @@ async def test_v2_post_creates_an_endpoint_that_progresses_then_conflicts(
     collection = v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider], collection=True)
     new_id = NEW_OF[cloud_provider]
 
-    created = await harness.call(
-        "POST", collection, json=POST_BODY_OF[cloud_provider], headers=V2_ACCEPT
-    )
+    created = await v2_post(harness, collection, POST_BODY_OF[cloud_provider])
     statuses = [v2_status(created, cloud_provider)]
     for _ in PROGRESSION_OF[cloud_provider][1:]:
         harness.clock.advance(10)
@@ -1289,12 +1296,10 @@ async def test_v2_post_creates_an_endpoint_that_progresses_then_conflicts(
         )
     harness.clock.advance(100)
     settled = await v2_get(harness, endpoint_url(harness, cloud_provider, new_id))
-    again = await harness.call(
-        "POST", collection, json=POST_BODY_OF[cloud_provider], headers=V2_ACCEPT
-    )
+    again = await v2_post(harness, collection, POST_BODY_OF[cloud_provider])
     listed = await v2_get(harness, v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider]))
 
-    assert created.status == 201
+    assert created.status == 200  # the spec's answer to this POST (v1.0's is 201)
     assert created.headers["Content-Type"] == V2_CONTENT_TYPE
     assert statuses == PROGRESSION_OF[cloud_provider]
     assert v2_status(settled, cloud_provider) == "AVAILABLE"
@@ -1347,7 +1352,7 @@ async def test_v2_post_to_an_unknown_service_is_a_404(start_simulator: StartSimu
     harness = await start_simulator(every_provider())
     collection = v2_url(harness, "AZURE", OTHER_LINK, collection=True)
 
-    answer = await harness.call("POST", collection, json=POST_BODY_OF["AZURE"], headers=V2_ACCEPT)
+    answer = await v2_post(harness, collection, POST_BODY_OF["AZURE"])
 
     assert answer.status == 404
     assert answer.json()["errorCode"] == "RESOURCE_NOT_FOUND"
@@ -1373,13 +1378,31 @@ async def test_v2_post_to_an_unknown_service_is_a_404(start_simulator: StartSimu
             "INVALID_ATTRIBUTE",
             "privateEndpointIPAddress",
         ),
-        ("GCP", {"endpointGroupName": "Bad_Name"}, "INVALID_ATTRIBUTE", "endpointGroupName"),
-        ("GCP", {"endpointGroupName": "ml-psc", "endpoints": []}, "INVALID_ATTRIBUTE", "endpoints"),
         (
             "GCP",
-            {"endpointGroupName": "ml-psc", "endpoints": [{"endpointName": "x"}]},
+            {**GCP_PROJECT, "endpointGroupName": "Bad_Name"},
+            "INVALID_ATTRIBUTE",
+            "endpointGroupName",
+        ),
+        (
+            "GCP",
+            {**GCP_PROJECT, "endpointGroupName": "ml-psc", "endpoints": []},
             "INVALID_ATTRIBUTE",
             "endpoints",
+        ),
+        (
+            "GCP",
+            {**GCP_PROJECT, "endpointGroupName": "ml-psc", "endpoints": [{"endpointName": "x"}]},
+            "INVALID_ATTRIBUTE",
+            "endpoints",
+        ),
+        # The spec requires the project the forwarding rules live in.
+        ("GCP", {"endpointGroupName": "ml-psc"}, "MISSING_ATTRIBUTE", "gcpProjectId"),
+        (
+            "GCP",
+            {"endpointGroupName": "ml-psc", "gcpProjectId": "P_1"},
+            "INVALID_ATTRIBUTE",
+            "gcpProjectId",
         ),
         ("GCP", [], "INVALID_JSON", None),
     ],
@@ -1394,7 +1417,7 @@ async def test_v2_post_rejects_bad_bodies_per_provider(
     harness = await start_simulator(every_provider())
     collection = v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider], collection=True)
 
-    answer = await harness.call("POST", collection, json=body, headers=V2_ACCEPT)
+    answer = await v2_post(harness, collection, body)
 
     assert answer.status == 400
     assert answer.json()["errorCode"] == error_code
@@ -1406,16 +1429,21 @@ async def test_v2_post_rejects_bad_bodies_per_provider(
 @pytest.mark.parametrize(
     ("accept", "status", "content_type"),
     [
-        ("application/vnd.atlas.2099-01-01+json", 406, "application/json"),
         ("application/vnd.atlas.2023-01-01+json", 200, V2_CONTENT_TYPE),
-        ("application/json", 200, V2_CONTENT_TYPE),
-        ("*/*", 200, V2_CONTENT_TYPE),
-        (None, 200, V2_CONTENT_TYPE),
+        # A later date gets the route's newest version (the spec's examples send 2025-03-12).
+        ("application/vnd.atlas.2025-03-12+json", 200, V2_CONTENT_TYPE),
+        ("application/vnd.atlas.2099-01-01+json;charset=utf-8", 200, V2_CONTENT_TYPE),
         (
-            "application/vnd.atlas.2099-01-01+json, application/vnd.atlas.2023-01-01+json;q=0.5",
+            "application/json, application/vnd.atlas.2023-01-01+json;q=0.5",
             200,
             V2_CONTENT_TYPE,
         ),
+        # Atlas serves v2 only for a versioned Accept, and no version before the first.
+        ("application/vnd.atlas.2022-12-31+json", 406, "application/json"),
+        ("application/vnd.atlas.2023-02-30+json", 406, "application/json"),
+        ("application/json", 406, "application/json"),
+        ("*/*", 406, "application/json"),
+        (None, 406, "application/json"),
     ],
 )
 async def test_v2_accept_header_picks_the_version(
@@ -1436,6 +1464,7 @@ async def test_v2_accept_header_picks_the_version(
         body = answer.json()
         assert body["error"] == 406
         assert body["errorCode"] == "INVALID_VERSION_DATE"
+        assert answer.headers["X-Error-Code"] == "INVALID_VERSION_DATE"
         assert body["reason"] == "Not Acceptable"
         assert "2023-01-01" in body["detail"]
 
@@ -1542,8 +1571,10 @@ async def test_faults_timelines_and_stats_are_shared_by_v1_and_v2(
     azure_after = await v2_get(harness, endpoint_url(harness, "AZURE"))
 
     assert (v2_faulted.status, v2_faulted.headers["Retry-After"]) == (503, "7")
-    assert v2_faulted.headers["Content-Type"] == V2_CONTENT_TYPE
+    # Atlas sends v2 errors as plain JSON, their code repeated in a header.
+    assert v2_faulted.headers["Content-Type"] == "application/json"
     assert v2_faulted.json()["errorCode"] == "UNEXPECTED_ERROR"
+    assert v2_faulted.headers["X-Error-Code"] == "UNEXPECTED_ERROR"
     assert v1_after.json() == atlas_body("AVAILABLE")
     assert v2_after.json()["connectionStatus"] == "AVAILABLE"
     assert azure_faulted.status == 500
@@ -1601,7 +1632,7 @@ async def test_rate_limit_headers_and_429_on_v2_share_the_groups_bucket(
     assert all(answer.headers["RateLimit-Limit"] == "3" for answer in (services, azure, limited))
     assert limited.status == 429
     assert limited.headers["Retry-After"] == "20"
-    assert limited.headers["Content-Type"] == V2_CONTENT_TYPE
+    assert limited.headers["Content-Type"] == "application/json"
     assert limited.json()["errorCode"] == "RATE_LIMITED"
     assert (refilled.status, refilled.headers["RateLimit-Remaining"]) == (200, "0")
 
@@ -1618,13 +1649,13 @@ async def request_token(
     **kwargs: Any,
 ) -> Answer:
     data = {} if grant_type is None else {"grant_type": grant_type}
+    # RFC 6749 section 2.3.1: each form-encoded, then joined for HTTP Basic.
+    credentials = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
     return await harness.call(
         "POST",
         f"{harness.base_url}/api/oauth/token",
         session=harness.raw,
-        headers={
-            "Authorization": "Basic " + b64encode(f"{client_id}:{client_secret}".encode()).decode()
-        },
+        headers={"Authorization": "Basic " + b64encode(credentials.encode()).decode()},
         **({"data": data} | kwargs),
     )
 
@@ -1658,6 +1689,28 @@ async def test_a_token_from_the_client_credentials_grant_works_on_v1_and_v2(
     assert harness.simulator.stats.token_requests == Counter({200: 1})
     assert stats.json()["token_requests"] == {"200": 1}
     assert stats.json()["total"] == 2
+
+
+async def test_token_requests_decode_form_encoded_credentials(
+    start_simulator: StartSimulator,
+) -> None:
+    """A ':' in the id and ``+ / %`` in the secret survive, as RFC 6749 2.3.1 has it."""
+    client_id, client_secret = "mdb_sa:id 1", "s+cr/t%2F:x"
+    harness = await start_simulator(client_id=client_id, client_secret=client_secret)
+
+    encoded = await request_token(harness, client_id=client_id, client_secret=client_secret)
+    plain = await harness.call(
+        "POST",
+        f"{harness.base_url}/api/oauth/token",
+        session=harness.raw,
+        headers={
+            "Authorization": "Basic " + b64encode(f"{client_id}:{client_secret}".encode()).decode()
+        },
+        data={"grant_type": "client_credentials"},
+    )
+
+    assert encoded.status == 200
+    assert (plain.status, plain.json()["error"]) == (401, "invalid_client")
 
 
 @pytest.mark.parametrize(
@@ -2005,8 +2058,8 @@ def test_default_scenario_holds_the_azure_and_gcp_demo_endpoints_and_services() 
         ("AZURE", OTHER_GROUP, DEMO_AZURE_SERVICE_EU): [("reporting-pe", "AVAILABLE", None)],
     }
     assert services == {
-        ("AWS", GROUP, LINK): ("us-east-1", "AVAILABLE"),
-        ("AWS", OTHER_GROUP, OTHER_LINK): ("eu-west-1", "AVAILABLE"),
+        ("AWS", GROUP, LINK): ("US_EAST_1", "AVAILABLE"),
+        ("AWS", OTHER_GROUP, OTHER_LINK): ("EU_WEST_1", "AVAILABLE"),
         ("AZURE", GROUP, AZURE_SERVICE): ("US_EAST_2", "AVAILABLE"),
         ("GCP", GROUP, GCP_SERVICE): ("CENTRAL_US", "AVAILABLE"),
         ("AZURE", OTHER_GROUP, DEMO_AZURE_SERVICE_EU): ("EUROPE_WEST", "FAILED"),
@@ -2029,7 +2082,7 @@ async def test_default_scenario_serves_all_three_providers_on_v2(
         harness.clock.advance(seconds)
         ml.append((await v2_get(harness, endpoint_url(harness, "GCP", "ml-psc"))).json()["status"])
 
-    assert aws.json()["regionName"] == "us-east-1"
+    assert aws.json()["regionName"] == "US_EAST_1"
     # Five: ledger-eu is in the second project, and search-prod waits for its POST.
     assert len(aws.json()["interfaceEndpoints"]) == 5
     [eu] = azure_eu.json()

@@ -22,6 +22,7 @@ from structlog.typing import EventDict
 from monitor.atlas import (
     ENDPOINT_STATUSES,
     SERVICE_STATUSES,
+    V2_MEDIA_TYPE,
     CloudProvider,
     ServiceAccount,
 )
@@ -102,7 +103,7 @@ PROVIDERS = {
     "AWS": Provider(
         CloudProvider.AWS,
         AWS_SERVICE,
-        "eu-west-1",
+        "EU_WEST_1",
         "AVAILABLE",
         "REJECTED",
         "rejected",
@@ -457,7 +458,8 @@ async def drain_rate_limit(atlas_url: str, group_id: str, most: int) -> int:
     assert atlas_url.startswith("http://127.0.0.1:")
     url = f"{atlas_url}/api/atlas/v2/groups/{group_id}/privateEndpoint/GCP/endpointService"
     digest = aiohttp.DigestAuthMiddleware(PUBLIC_KEY, PRIVATE_KEY, preemptive=True)
-    async with aiohttp.ClientSession(middlewares=(digest,)) as session:
+    headers = {"Accept": V2_MEDIA_TYPE}
+    async with aiohttp.ClientSession(middlewares=(digest,), headers=headers) as session:
         for sent in range(1, most + 1):
             async with session.get(url) as response:
                 if response.status == 429:
@@ -476,7 +478,7 @@ async def test_discovery_finds_every_endpoint_forgets_removed_ones_and_survives_
         Scenario(
             rate_limit_per_minute=600,
             endpoint_services=[
-                ScenarioService(group_id=GROUP_ID, id=AWS_SERVICE, region="eu-west-1"),
+                ScenarioService(group_id=GROUP_ID, id=AWS_SERVICE, region="EU_WEST_1"),
             ],
             endpoints=[
                 at_atlas(CloudProvider.AWS, AWS_SERVICE, healthy),
