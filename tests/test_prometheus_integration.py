@@ -311,6 +311,8 @@ async def test_every_dashboard_and_rule_query_returns_data_and_the_endpoint_rule
 ) -> None:
     expressions = {**dashboard_expressions(), **rule_expressions()}
     stale = expressions.pop("rule AtlasMonitorStale")
+    # Silent while any daemon polls, as here; tests/test_paging.py sees it fire.
+    expressions.pop("rule AtlasMonitorBlind")
     variables = variable_queries()
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
