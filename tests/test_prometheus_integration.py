@@ -14,6 +14,7 @@ services, which only v2 exports.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -238,35 +239,23 @@ async def stack(start_simulator: StartSimulator, start_daemon: StartDaemon) -> S
     return Stack(simulator, await start_daemon(settings), await start_daemon(v2_settings))
 
 
-@pytest.fixture
-async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
-    """Prometheus scraping the daemons, plus a target nobody serves (a monitor that is down)."""
+@contextlib.asynccontextmanager
+async def running_prometheus(
+    binary: str, document: dict[str, Any], directory: Path
+) -> AsyncIterator[str]:
+    """Prometheus on a free 127.0.0.1 port with ``document`` as its config and its data in
+    ``directory``, until the block ends; yields its base URL once it is ready."""
     port = unused_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(RULES)],
-                "scrape_configs": [
-                    {
-                        "job_name": JOB,
-                        "static_configs": [
-                            {"targets": [*stack.targets(), f"127.0.0.1:{unused_port()}"]}
-                        ],
-                    }
-                ],
-            }
-        )
-    )
+    config = directory / "prometheus.yml"
+    config.write_text(yaml.safe_dump(document))
     process = Process(
         [
             f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--storage.tsdb.path={directory / 'data'}",
             f"--web.listen-address=127.0.0.1:{port}",
         ],
         subprocess_env(),
-        program=[prometheus_binary],
+        program=[binary],
     )
     try:
         await asyncio.to_thread(
@@ -275,6 +264,23 @@ async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> As
         yield f"http://127.0.0.1:{port}"
     finally:
         await asyncio.to_thread(process.stop)
+
+
+def scrape_config(targets: list[str]) -> dict[str, Any]:
+    """A scrape job under the shipped config's job name (the rules match it) for ``targets``."""
+    return {"job_name": JOB, "static_configs": [{"targets": targets}]}
+
+
+@pytest.fixture
+async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
+    """Prometheus scraping the daemons, plus a target nobody serves (a monitor that is down)."""
+    document = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(RULES)],
+        "scrape_configs": [scrape_config([*stack.targets(), f"127.0.0.1:{unused_port()}"])],
+    }
+    async with running_prometheus(prometheus_binary, document, tmp_path) as url:
+        yield url
 
 
 async def query(session: aiohttp.ClientSession, base: str, expression: str) -> list[Any]:
