@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import re
 import time
 from collections.abc import AsyncIterator, Callable
@@ -115,7 +114,7 @@ async def webhook() -> AsyncIterator[Webhook]:
 def alertmanager_config(webhook_url: str) -> dict[str, Any]:
     """The shipped config with ALERTMANAGER_TIMINGS and the webhook receiver's URL: the
     same routes, grouping, inhibitions and receivers."""
-    document: dict[str, Any] = copy.deepcopy(yaml.safe_load(ALERTMANAGER_CONFIG.read_text()))
+    document: dict[str, Any] = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
 
     def shorten(route: dict[str, Any]) -> None:
         for key, value in ALERTMANAGER_TIMINGS.items():
@@ -333,15 +332,28 @@ async def receivers_of(session: aiohttp.ClientSession, base: str, alertname: str
     raise AssertionError(f"Alertmanager has no {alertname} within {DATA_TIMEOUT_SECONDS} s")
 
 
-async def test_no_process_polling_fires_the_inhibition_source_which_notifies_nobody(
+async def test_with_no_process_polling_a_firing_endpoint_alert_does_not_resolve_on_the_pager(
     paging: Paging,
 ) -> None:
+    webhook = paging.webhook
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        await wait_for_data(session, paging.prometheus, {"up": "count(up == 1) == 2"})
+        paging.set_status(**paging.simulator_ids, status="REJECTED")
+        await webhook.wait_for(1)
+        await wait_for_data(
+            session,
+            paging.prometheus,
+            {"both see it": 'count(atlas_interface_endpoint_status{status="REJECTED"} == 1) == 2'},
+        )
+
         for process, _ in paging.daemons:
             process.kill()
         await wait_for_alert(session, paging.prometheus, "AtlasMonitorBlind")
         receivers = await receivers_of(session, paging.alertmanager, "AtlasMonitorBlind")
+        resolved = 'absent(ALERTS{alertname="AtlasEndpointRejected", alertstate="firing"})'
+        await wait_for_data(session, paging.prometheus, {"resolved in Prometheus": resolved})
+        await webhook.nothing_more(3 * GROUP_INTERVAL_SECONDS)
 
     assert receivers == ["null"]
-    assert paging.webhook.payloads == []
+    (firing,) = webhook.payloads
+    assert firing["status"] == "firing"
+    assert alerts_of(firing).keys() == {"AtlasEndpointRejected"}
