@@ -5,9 +5,11 @@ the same endpoint, as two replicas would; Debian's Prometheus scrapes both and e
 shipped rules; Debian's Alertmanager runs the shipped config, derived only in its timings
 and webhook URL; and a webhook receiver in this test records every notification.
 
-Absence is only provable within a window: where the test asserts that nothing more arrived,
-it first awaits a later event of the same pipeline (Prometheus' evaluation after the kill,
-the resolution) that a stray notification would have come before.
+Absence can only be observed over a window. Where a test asserts that nothing (more)
+arrived, it first awaits what would cause a stray notification (Prometheus' evaluation
+after a kill; the resolution in Prometheus), and then watches the webhook for three of
+Alertmanager's group intervals, more than it takes to flush a group. In the first test a
+stray notification caused by the kill would also have to arrive before the resolution.
 """
 
 from __future__ import annotations
