@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import deployment_tool
 from tests.test_prometheus_rules import alerting_rules, load_yaml
@@ -78,6 +79,37 @@ def test_each_commented_receiver_is_valid_once_uncommented_and_used(
     (example,) = [entry for entry in document["receivers"] if entry["name"] == receiver]
     assert len(example) > 1, f"{receiver}: only its name was uncommented"
     assert route_of(config, alertname="AtlasEndpointRejected", severity="critical") == receiver
+
+
+def templates_in(value: Any) -> list[str]:
+    """Every string holding a Go template in a receiver's config, however deep."""
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in templates_in(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in templates_in(item)]
+    return [value] if isinstance(value, str) and "{{" in value else []
+
+
+@pytest.mark.parametrize("receiver", EXAMPLE_RECEIVERS)
+def test_each_commented_receiver_renders_its_templates(receiver: str, tmp_path: Path) -> None:
+    # check-config does not execute notification templates; amtool renders them against
+    # its example alerts, which fails on a misspelt function or a bad pipeline.
+    document = yaml.safe_load(
+        uncommented(ALERTMANAGER_CONFIG.read_text(encoding="utf-8"), receiver)
+    )
+    (example,) = [entry for entry in document["receivers"] if entry["name"] == receiver]
+    no_template_files = tmp_path / "none.tmpl"
+    no_template_files.write_text("", encoding="utf-8")
+    templates = templates_in(example)
+
+    assert templates, receiver
+    for template in templates:
+        run_amtool(
+            "template",
+            "render",
+            f"--template.glob={no_template_files}",
+            f"--template.text={template}",
+        )
 
 
 @pytest.mark.parametrize(
