@@ -27,6 +27,7 @@ from monitor import __version__
 from monitor.alerts import ENDPOINT_ALERTS, AlertName
 from monitor.atlas import ENDPOINT_STATUSES, SERVICE_STATUSES, ConnectionStatus, EndpointRef
 from monitor.config import EndpointConfig
+from monitor.free_text import LABEL_TEXT_MAX_CHARS, label_text
 from monitor.state import EndpointState, ServiceKey, ServiceState
 
 ADD_RESULTS = ("added", "dry_run", "failed")
@@ -84,10 +85,23 @@ ENDPOINT_FAMILIES = (
         "atlas_interface_endpoint_alert_firing",
         "1 while the monitor's alert of this name is firing for the endpoint, else 0.",
     ),
+    _Family(
+        "atlas_interface_endpoint_error_message_info",
+        f"Atlas' errorMessage, on one line of at most {LABEL_TEXT_MAX_CHARS} characters, while "
+        "there is one; always 1.",
+    ),
 )
-_STATUS, _UP, _ERROR, _DELETE_REQUESTED, _SINCE, _LAST_SUCCESS, _INFO, _ALERT_FIRING = range(
-    len(ENDPOINT_FAMILIES)
-)
+(
+    _STATUS,
+    _UP,
+    _ERROR,
+    _DELETE_REQUESTED,
+    _SINCE,
+    _LAST_SUCCESS,
+    _INFO,
+    _ALERT_FIRING,
+    _ERROR_MESSAGE,
+) = range(len(ENDPOINT_FAMILIES))
 CONFIGURED = _Family("atlas_monitor_endpoints_configured", "Endpoints in the configuration.")
 _NAMES = tuple(family.name for family in ENDPOINT_FAMILIES)
 _FLAGS = ("0.0", "1.0")
@@ -373,6 +387,7 @@ class _Template:
         # Status and alert lines depend on few possible values: written once, then reused.
         self._status_lines: dict[ConnectionStatus, bytes] = {}
         self._alert_lines: dict[frozenset[AlertName], bytes] = {}
+        self._error_message_line: tuple[str | None, bytes] = (None, b"")
         user_pairs = "".join(
             f',{key}="{_escape(endpoint.labels.get(key, ""))}"' for key in user_labels
         )
@@ -387,7 +402,8 @@ class _Template:
 
         Every endpoint is named on _info and has its up and alert series; the last success
         needs one; status, error, deleteRequested and status age need a status from Atlas
-        (none before the first answer, nor while Atlas answers 404).
+        (none before the first answer, nor while Atlas answers 404), and the errorMessage
+        series a message as well.
         """
         texts = [b""] * len(ENDPOINT_FAMILIES)
         texts[_INFO] = self._info
@@ -403,6 +419,8 @@ class _Template:
             return tuple(texts)
         texts[_STATUS] = self._status(state.status)
         texts[_ERROR] = self._line(_ERROR, _FLAGS[state.error_message is not None])
+        if state.error_message is not None:
+            texts[_ERROR_MESSAGE] = self._error_message(state.error_message)
         texts[_DELETE_REQUESTED] = self._line(_DELETE_REQUESTED, _FLAGS[state.delete_requested])
         if state.status_since is not None:
             texts[_SINCE] = self._line(_SINCE, _go_float(state.status_since))
@@ -410,6 +428,16 @@ class _Template:
 
     def _line(self, family: int, value: str) -> bytes:
         return f"{_NAMES[family]}{{{self._ids}}} {value}\n".encode()
+
+    def _error_message(self, message: str) -> bytes:
+        """The message's own series: Atlas' free text never goes on the status or info
+        series, whose label sets must not change with it. Kept for the next poll, which
+        nearly always brings the same message."""
+        if self._error_message_line[0] != message:
+            text = _escape(label_text(message))
+            line = f'{_NAMES[_ERROR_MESSAGE]}{{{self._ids},error_message="{text}"}} 1.0\n'
+            self._error_message_line = (message, line.encode())
+        return self._error_message_line[1]
 
     def _status(self, current: ConnectionStatus) -> bytes:
         text = self._status_lines.get(current)
@@ -687,7 +715,7 @@ class ServiceCollector(Collector):
         return iter(self._families())
 
     def collect(self) -> Iterator[Metric]:
-        status, up, error, info = families = self._families()
+        status, up, error, error_message, info = families = self._families()
         for key, state in self._snapshot():
             ids = [key.group_id, key.service_id, key.cloud_provider.value]
             info.add_metric([*ids, (state.region if state else None) or ""], 1)
@@ -695,6 +723,8 @@ class ServiceCollector(Collector):
             if state is None or state.status is None:
                 continue
             error.add_metric(ids, state.error_message is not None)
+            if state.error_message is not None:
+                error_message.add_metric([*ids, label_text(state.error_message)], 1)
             for known in SERVICE_STATUSES[key.cloud_provider]:
                 status.add_metric([*ids, known.value], known is state.status)
         return iter(families)
@@ -718,6 +748,12 @@ class ServiceCollector(Collector):
                 "atlas_endpoint_service_error",
                 "1 if Atlas reports an errorMessage for the endpoint service.",
                 labels=ids,
+            ),
+            GaugeMetricFamily(
+                "atlas_endpoint_service_error_message_info",
+                "Atlas' errorMessage for the endpoint service, on one line of at most "
+                f"{LABEL_TEXT_MAX_CHARS} characters, while there is one; always 1.",
+                labels=[*ids, "error_message"],
             ),
             GaugeMetricFamily(
                 "atlas_endpoint_service_info",

@@ -330,7 +330,7 @@ def test_compose_runs_the_stack_and_the_demo_profile_adds_the_simulator() -> Non
     services = compose()["services"]
 
     default = {name for name, service in services.items() if "profiles" not in service}
-    assert default == {"monitor", "prometheus", "grafana"}
+    assert default == {"monitor", "prometheus", "alertmanager", "grafana"}
     assert services["simulator"]["profiles"] == ["demo"]
     assert services["simulator"]["image"] == services["monitor"]["image"]
 
@@ -340,7 +340,7 @@ def test_every_file_compose_mounts_exists() -> None:
     mounted = [path for service in document["services"] for path in bind_mounts(service).values()]
     mounted += [REPO / secret["file"] for secret in document["secrets"].values()]
 
-    assert len(mounted) == 6
+    assert len(mounted) == 7
     for path in mounted:
         assert path.exists(), path
 
@@ -380,6 +380,18 @@ def test_prometheus_scrapes_the_monitor_service_and_loads_the_mounted_rules() ->
     rules_dir = mounts["/etc/prometheus/rules"]
     pattern = Path(rule_glob).relative_to("/etc/prometheus/rules")
     assert [path for path in rules_dir.iterdir() if fnmatch.fnmatch(path.name, str(pattern))]
+
+
+def test_prometheus_sends_alerts_to_the_alertmanager_service_running_the_shipped_config() -> None:
+    scrape = load_yaml(bind_mounts("prometheus")["/etc/prometheus/prometheus.yml"])
+    command = compose()["services"]["alertmanager"]["command"]
+    (config_flag,) = [flag for flag in command if flag.startswith("--config.file=")]
+
+    (alertmanagers,) = scrape["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"] == [{"targets": ["alertmanager:9093"]}]
+    assert "9093:9093" in compose()["services"]["alertmanager"]["ports"]
+    mounted = bind_mounts("alertmanager")[config_flag.removeprefix("--config.file=")]
+    assert mounted == REPO / "config/alertmanager/alertmanager.yml"
 
 
 def test_grafana_is_provisioned_with_the_prometheus_service_and_the_dashboards() -> None:

@@ -40,11 +40,12 @@ STATUS_SINCE_SECONDS = "atlas_interface_endpoint_status_since_timestamp_seconds"
 LAST_SUCCESS_SECONDS = "atlas_interface_endpoint_last_success_timestamp_seconds"
 INFO = "atlas_interface_endpoint_info"
 ALERT_FIRING = "atlas_interface_endpoint_alert_firing"
+ERROR_MESSAGE = "atlas_interface_endpoint_error_message_info"
 CONFIGURED = "atlas_monitor_endpoints_configured"
 LAST_CYCLE = "atlas_monitor_last_poll_cycle_timestamp_seconds"
 ANSWER_FAMILIES = (STATUS, ERROR, DELETE_REQUESTED, STATUS_SINCE_SECONDS, LAST_SUCCESS_SECONDS)
 """Families that only an answer from Atlas can fill."""
-ENDPOINT_FAMILIES = (UP, *ANSWER_FAMILIES, INFO, ALERT_FIRING)
+ENDPOINT_FAMILIES = (UP, *ANSWER_FAMILIES, INFO, ALERT_FIRING, ERROR_MESSAGE)
 ID_LABELS = frozenset({"group_id", "private_link_id", "interface_endpoint_id"})
 ADD_RESULTS = ("added", "dry_run", "failed")
 
@@ -168,6 +169,59 @@ def test_error_gauge_follows_the_error_message(
     snapshot.append((endpoint(), state(error_message=error_message)))
 
     assert metrics.registry.get_sample_value(ERROR, ids()) == expected
+
+
+def error_messages(metrics: MonitorMetrics) -> list[tuple[dict[str, str], float]]:
+    return [(sample.labels, sample.value) for sample in samples(metrics, ERROR_MESSAGE)]
+
+
+def test_the_error_message_has_its_own_series_while_atlas_reports_one(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.append((endpoint(), state(error_message="Subnet subnet-0a1b was deleted.")))
+    with_message = error_messages(metrics)
+    snapshot[0] = (endpoint(), state(error_message="Quota exceeded."))
+    changed = error_messages(metrics)
+    snapshot[0] = (endpoint(), state())
+    cleared = error_messages(metrics)
+
+    assert with_message == [({**ids(), "error_message": "Subnet subnet-0a1b was deleted."}, 1)]
+    assert changed == [({**ids(), "error_message": "Quota exceeded."}, 1)]
+    assert cleared == []
+
+
+def test_the_error_message_is_on_no_other_series(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.append((endpoint(), state(error_message="Subnet subnet-0a1b was deleted.")))
+
+    text = exposition(metrics)
+
+    (line,) = [line for line in text.splitlines() if "Subnet" in line]
+    assert line.startswith(ERROR_MESSAGE + "{")
+
+
+def test_the_error_message_series_is_one_bounded_printable_line(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    hostile = 'Rejected:\n\t"quoted" \\path\x1b[31m red\u202e\ud800 ' + "x" * 1000
+    snapshot.append((endpoint(), state(error_message=hostile)))
+
+    ((labels, value),) = error_messages(metrics)
+
+    message = labels["error_message"]
+    assert value == 1
+    assert message.startswith('Rejected: "quoted" \\path[31m red\ufffd xxx')
+    assert message.endswith("x…")
+    assert len(message) == 256
+
+
+def test_a_missing_endpoint_has_no_error_message_series(
+    metrics: MonitorMetrics, snapshot: SnapshotList
+) -> None:
+    snapshot.append((endpoint(), state(status=None, raw_status=None, missing=True)))
+
+    assert error_messages(metrics) == []
 
 
 @pytest.mark.parametrize(("delete_requested", "expected"), [(False, 0), (True, 1)])

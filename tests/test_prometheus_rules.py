@@ -26,7 +26,7 @@ RULES_TEST_FILE = PROMETHEUS_DIR / "tests" / "atlas-endpoint-monitor.test.yml"
 # Where docker compose mounts RULES_DIR inside the Prometheus container.
 CONTAINER_RULES_GLOB = "/etc/prometheus/rules/*.yml"
 RUNBOOK = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/README.md#"
-SEVERITIES = {"critical", "warning"}
+SEVERITIES = {"critical", "warning", "none"}
 ENDPOINT_ID_LABELS = ("group_id", "private_link_id", "interface_endpoint_id", "name")
 
 

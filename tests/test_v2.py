@@ -439,6 +439,9 @@ async def test_a_failed_endpoint_service_alerts_once_and_resolves_once(
 
     assert state_set(failing, "atlas_endpoint_service_status", **ids)["FAILED"] == 1
     assert value(failing, "atlas_endpoint_service_error", **ids) == 1
+    message = "atlas_endpoint_service_error_message_info"
+    assert value(failing, message, **ids, error_message=reason) == 1
+    assert series(recovered, message, **ids) == {}
     assert value(failing, "atlas_monitor_alerts_total", alert="service_failed") == 1
     assert value(failing, "atlas_monitor_alerts_total", alert="service_error_message") == 1
     assert state_set(recovered, "atlas_endpoint_service_status", **ids)["AVAILABLE"] == 1
