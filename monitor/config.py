@@ -134,6 +134,7 @@ def _bounded(default: float, low: float, high: float) -> Any:
 
 
 def _count(default: int | None, low: int, high: int) -> Any:
+    """A whole number within [low, high]; pydantic refuses inf and nan for an int already."""
     return Field(default=default, ge=low, le=high)
 
 
