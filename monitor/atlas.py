@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import math
 import random
 import re
 import time
@@ -41,6 +42,16 @@ MAX_BODY_BYTES: Final = 1024 * 1024
 # A Retry-After longer than this is not waited for inside one poll: the caller gets the
 # RateLimitedError at once and the next poll tries again.
 MAX_RETRY_AFTER_SECONDS: Final = 60.0
+MAX_THROTTLE_SECONDS: Final = 300.0
+"""The longest pause one 429 or 503 imposes on a project, whatever its Retry-After says
+(``inf``, a date in year 9999): a wrong header must not silence a project until a restart."""
+MAX_RATE_LIMIT_SPACING_SECONDS: Final = 60.0
+"""The widest spacing RateLimit headers may impose between a project's requests: one request
+a minute, the slowest refill Atlas' per-minute buckets have (RateLimit-Limit: 1)."""
+JSON_PARSE_ERRORS: Final = (ValueError, RecursionError)
+"""What json.loads raises for an answer it cannot hold: malformed text or bytes (ValueError,
+UnicodeDecodeError), an integer of more digits than Python converts (ValueError), nesting
+deeper than the interpreter's stack (RecursionError)."""
 BACKOFF_BASE_SECONDS: Final = 0.5
 BACKOFF_CAP_SECONDS: Final = 30.0
 RATE_LIMIT_LOW_SHARE: Final = 0.1
@@ -65,6 +76,9 @@ what the spec's pattern takes, parentheses included; lengths are Azure's limits 
 groups 90, network resources 80), and letters may be Unicode as in Azure's rules."""
 GCP_ENDPOINT_GROUP_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
 """GCP endpoint group names: the resource-name rule of Google Cloud (the spec has none)."""
+REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""Atlas region names (us-east-1, US_EAST_2, CENTRAL_US, EUROPE_WEST): the only text of an
+answer that becomes a label value, so anything else is dropped rather than exported."""
 
 log = structlog.get_logger(__name__)
 
@@ -311,6 +325,15 @@ class EndpointService:
             raise ValueError("status is missing or not a string")
         if region is not None and not isinstance(region, str):
             raise ValueError("regionName is not a string")
+        if region is not None and not REGION_NAME.fullmatch(region):
+            # The status is still worth having; only the label value is not.
+            log.warning(
+                "endpoint_service_region_unusable",
+                private_link_id=service_id,
+                region_length=len(region),
+                region_start=ascii(region[:40]),
+            )
+            region = None
         if not isinstance(endpoint_ids, list) or not all(
             isinstance(endpoint_id, str) for endpoint_id in endpoint_ids
         ):
@@ -452,10 +475,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except ValueError:
         try:
             moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return None
         seconds = moment.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds)
+    if math.isnan(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_THROTTLE_SECONDS)
 
 
 class AtlasClient:
@@ -696,15 +721,16 @@ class AtlasClient:
             return
         group_id = _project_of(path)
         if remaining <= max(1.0, limit * RATE_LIMIT_LOW_SHARE):
+            spacing = min(60.0 / limit, MAX_RATE_LIMIT_SPACING_SECONDS)
             if group_id not in self._slowed_projects:
                 log.warning(
                     "atlas_project_slowing_down",
                     group_id=group_id,
                     rate_limit=limit,
                     rate_limit_remaining=remaining,
-                    spacing_seconds=round(60.0 / limit, 3),
+                    spacing_seconds=round(spacing, 3),
                 )
-            self._slowed_projects[group_id] = 60.0 / limit
+            self._slowed_projects[group_id] = spacing
         elif self._slowed_projects.pop(group_id, None) is not None:
             log.info(
                 "atlas_project_rate_recovered", group_id=group_id, rate_limit_remaining=remaining
@@ -874,15 +900,16 @@ def _decode_json(method: str, path: str, headers: CIMultiDictProxy[str], body: b
         )
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise AtlasBadResponseError(f"malformed JSON: {error}", method=method, path=path) from None
+    except JSON_PARSE_ERRORS as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)[:200]
+        raise AtlasBadResponseError(f"malformed JSON: {reason}", method=method, path=path) from None
 
 
 def _atlas_error_fields(body: bytes) -> tuple[str | None, str | None]:
     """Atlas promises only ``error``; proxies in front of it may send HTML, so be lenient."""
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except JSON_PARSE_ERRORS:
         text = body[:200].decode("utf-8", "replace").strip()
         return None, text or None
     if not isinstance(document, dict):
@@ -926,7 +953,7 @@ def _count_header(headers: CIMultiDictProxy[str], name: str) -> float | None:
         count = float(value) if value is not None else None
     except ValueError:
         return None
-    return count if count is not None and count >= 0 else None
+    return count if count is not None and math.isfinite(count) and count >= 0 else None
 
 
 def _backoff_ceiling(attempt: int) -> float:

@@ -128,9 +128,9 @@ def _log_as_configured(settings: Settings, stream: TextIO | None = None) -> None
         settings.config.log.level,
         settings.config.log.format,
         stream=stream,
-        secrets=[settings.credentials.secret.get_secret_value()],
+        secrets=settings.credentials.secret_forms,
     )
-    for warning in settings.credentials.warnings:
+    for warning in settings.warnings:
         log.warning("config_warning", problem=warning)
 
 
@@ -162,7 +162,7 @@ def _check(args: argparse.Namespace) -> int:
         f"  /-/reload:    {'on' if config.server.enable_reload else 'off (server.enable_reload)'}\n"
         f"  credentials:  {settings.credentials.describe()}"
     )
-    for warning in settings.credentials.warnings:
+    for warning in settings.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
@@ -183,9 +183,11 @@ def _once(args: argparse.Namespace) -> int:
         return EXIT_INVALID_CONFIG
     # stdout carries the result, so the logs (retries, failures) go to stderr.
     _log_as_configured(settings, stream=sys.stderr)
-    results = asyncio.run(poll_once(settings))
+    checked = asyncio.run(poll_once(settings))
+    results = checked.results
     print(render_json(results) if args.output == "json" else render_table(results))
-    return EXIT_ALERT if has_alert(results) else EXIT_OK
+    # A failed discovery listing (logged) left endpoints unchecked: no all-clear.
+    return EXIT_ALERT if has_alert(results) or checked.failed_listings else EXIT_OK
 
 
 def _simulate(args: argparse.Namespace) -> int:

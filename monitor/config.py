@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import os
 import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -40,6 +42,7 @@ from monitor.atlas import (
     Login,
     ServiceAccount,
 )
+from monitor.logs import secret_forms
 from monitor.webconfig import (
     OPEN_LISTENER,
     ListenerSecurity,
@@ -131,25 +134,63 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _bounded(default: float, low: float, high: float) -> Any:
+    """A finite number within [low, high]: inf, nan and values that overflow a timer or
+    stop polling for good (1e15 s) are config errors, not surprises at the first reload."""
+    return Field(default=default, ge=low, le=high, allow_inf_nan=False)
+
+
+def _count(default: int | None, low: int, high: int) -> Any:
+    """A whole number within [low, high]; pydantic refuses inf and nan for an int already."""
+    return Field(default=default, ge=low, le=high)
+
+
+DAY_SECONDS = 86_400
+
+
 class AtlasSettings(_Section):
     base_url: str = DEFAULT_BASE_URL
     api_version: ApiVersion = ApiVersion.V1
     """v2 is Atlas' current API and the only one for Azure, GCP and discovery."""
-    timeout_seconds: float = Field(default=10.0, gt=0)
-    max_retries: int = Field(default=3, ge=0, le=10)
+    timeout_seconds: float = _bounded(10.0, 0.1, 300.0)
+    max_retries: int = _count(3, 0, 10)
+    allow_insecure_http: bool = False
+    """Plain http:// to a host other than loopback sends the private key's Digest or the
+    client secret and Bearer tokens in clear text: only when the operator says so."""
 
     @field_validator("base_url")
     @classmethod
     def _plain_origin(cls, value: str) -> str:
-        """The client appends the API root itself, so a pasted full API URL is a mistake."""
+        """The client appends the API root itself, so a pasted full API URL is a mistake.
+        The value is only echoed once it is known to hold no user info (a password)."""
         value = value.rstrip("/")
-        if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", value):
+        if "@" in value:
+            raise ValueError(
+                "must not hold user info (user:password@): credentials come from the "
+                "environment only (the value is not shown)"
+            )
+        if not re.fullmatch(r"https?://[^/\s?#@]+(/[^\s?#]*)?", value):
             raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
         if "/api/atlas" in value:
             raise ValueError(
                 "give the host only (e.g. https://cloud.mongodb.com); /api/atlas/v1.0 is added"
             )
         return value
+
+    @property
+    def insecure(self) -> bool:
+        """Plain HTTP to a host that is not this machine: credentials cross a network."""
+        url = urlsplit(self.base_url)
+        return url.scheme == "http" and not _is_loopback(url.hostname or "")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # Atlas documented 100 requests per minute per project for its Administration API; its
@@ -158,14 +199,20 @@ class AtlasSettings(_Section):
 DEFAULT_MAX_REQUESTS_PER_MINUTE = 100
 
 
+DEFAULT_MAX_DISCOVERED_ENDPOINTS = 5000
+
+
 class PollSettings(_Section):
-    interval_seconds: float = Field(default=60.0, gt=0)
-    concurrency: int = Field(default=8, gt=0, le=1000)
-    max_requests_per_minute: int | None = Field(default=DEFAULT_MAX_REQUESTS_PER_MINUTE, gt=0)
+    interval_seconds: float = _bounded(60.0, 0.05, DAY_SECONDS)
+    concurrency: int = _count(8, 1, 1000)
+    max_requests_per_minute: int | None = _count(DEFAULT_MAX_REQUESTS_PER_MINUTE, 1, 100_000)
     """Per project (group_id): its requests start at least 60/this seconds apart; null = no
     pacing."""
-    discover_every_cycles: int = Field(default=10, gt=0)
+    discover_every_cycles: int = _count(10, 1, 10_000)
     """How often ``discover`` lists the endpoint services: every this many poll cycles."""
+    max_discovered_endpoints: int = _count(DEFAULT_MAX_DISCOVERED_ENDPOINTS, 1, 100_000)
+    """Most endpoints ``discover`` adds, all entries together: one runaway listing must not
+    grow the daemon's memory and /metrics without bound."""
 
 
 class ServerSettings(_Section):
@@ -194,13 +241,13 @@ class AddMissingSettings(_Section):
     enabled: bool = False
     dry_run: bool = False
     recreate_failed: bool = False
-    max_attempts: int = Field(default=3, gt=0)
+    max_attempts: int = _count(3, 1, 100)
 
 
 class AlertSettings(_Section):
-    unreachable_after_failures: int = Field(default=3, gt=0)
-    stuck_after_seconds: float = Field(default=1800.0, ge=0)
-    repeat_interval_seconds: float = Field(default=0.0, ge=0)
+    unreachable_after_failures: int = _count(3, 1, 10_000)
+    stuck_after_seconds: float = _bounded(1800.0, 0.0, 30 * DAY_SECONDS)
+    repeat_interval_seconds: float = _bounded(0.0, 0.0, 7 * DAY_SECONDS)
 
 
 def _prometheus_label_names(labels: dict[str, str]) -> dict[str, str]:
@@ -309,6 +356,16 @@ class Credentials:
             return self.login.client_secret
         return self.login.private_key
 
+    @property
+    def secret_forms(self) -> list[str]:
+        """The secret and its encoded forms (Basic auth...), for the log masker."""
+        user = (
+            self.login.client_id
+            if isinstance(self.login, ServiceAccount)
+            else self.login.public_key
+        )
+        return secret_forms(user, self.secret.get_secret_value())
+
     def describe(self) -> str:
         if isinstance(self.login, ServiceAccount):
             return (
@@ -326,6 +383,18 @@ class Settings:
     source: Path
     listener: ListenerSecurity = OPEN_LISTENER
     """What ``server.web_config_file`` asks of the listener, read with the rest."""
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Usable, but worth an operator's attention: ``check`` prints them, ``run`` logs
+        them at start and on every reload."""
+        insecure: tuple[str, ...] = ()
+        if self.config.atlas.insecure:
+            insecure = (
+                "atlas.base_url: plain http:// to another host, allowed by "
+                "atlas.allow_insecure_http: the credentials cross the network in clear text",
+            )
+        return insecure + self.credentials.warnings
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str]) -> Path:
@@ -392,6 +461,12 @@ def _cross_section_problems(config: MonitorConfig) -> list[str]:
     """Rules that tie one section to another, which no single field can check."""
     problems = []
     v2 = config.atlas.api_version is ApiVersion.V2
+    if config.atlas.insecure and not config.atlas.allow_insecure_http:
+        problems.append(
+            f"atlas.base_url: plain http:// to {urlsplit(config.atlas.base_url).hostname} "
+            "would send the credentials in clear text; use https://, or set "
+            "atlas.allow_insecure_http: true (a simulator on another host, for instance)"
+        )
     if not config.endpoints and not config.discover:
         problems.append("endpoints: give at least one endpoint, or a discover entry")
     if config.discover and not v2:
@@ -444,13 +519,93 @@ def _friendly_message(detail: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+"""A config of 10,000 endpoints is about 2 MB; a larger file is a mistake (or /dev/zero)."""
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+# What a path may be instead of a regular file, and how to say so.
+_NOT_REGULAR_FILES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def read_text_file(path: Path, max_bytes: int) -> str:
+    """The UTF-8 text of a regular file of at most ``max_bytes``, or a ValueError saying
+    why not (for "cannot read PATH: reason").
+
+    Never blocks and never reads without bound: the kind of file is checked before it is
+    opened (a FIFO would wait for a writer, /dev/zero never ends) and again on the open file
+    (it may have been swapped meanwhile), which is opened non-blocking. The reason never
+    quotes the file's bytes, which may be a secret's.
+    """
+    try:
+        _check_regular(os.stat(path), max_bytes)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(descriptor, "rb") as file:
+            _check_regular(os.fstat(file.fileno()), max_bytes)
+            data = file.read(max_bytes + 1)
+    except OSError as error:
+        raise ValueError(error.strerror or str(error)) from None
+    if len(data) > max_bytes:
+        raise ValueError(f"larger than {max_bytes // 1024} KiB")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError("UTF-16 text (it starts with a byte order mark); save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"not UTF-8 text (line {line} holds a byte UTF-8 does not allow: Latin-1, "
+            "perhaps); save it as UTF-8"
+        ) from None
+
+
+def _check_regular(status: os.stat_result, max_bytes: int) -> None:
+    for is_kind, kind in _NOT_REGULAR_FILES:
+        if is_kind(status.st_mode):
+            raise ValueError(f"not a regular file but {kind}")
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError("not a regular file")
+    if status.st_size > max_bytes:
+        raise ValueError(f"larger than {max_bytes // 1024} KiB ({status.st_size} bytes)")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML requires the keys of a mapping to be unique, but PyYAML lets the last one win
+    silently: a second ``endpoints:`` block would leave the first list unmonitored."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[object, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # "<<: *defaults" may be overridden: that is what it is for
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # an unhashable key: the SafeLoader reports it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r}: first at line {first.line + 1}, again at line "
+                    f"{key_node.start_mark.line + 1} (only one would count)",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path, field: str = "--config: ") -> object:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError([f"{field}cannot read {path}: {error.strerror or error}"]) from None
+        text = read_text_file(path, MAX_CONFIG_BYTES)
+    except ValueError as error:
+        raise ConfigError([f"{field}cannot read {path}: {error}"]) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as error:
         where = ""
         mark = getattr(error, "problem_mark", None)
@@ -481,6 +636,7 @@ def _credentials_from(env: Mapping[str, str]) -> tuple[Credentials | None, list[
             f"env.{PUBLIC_KEY_ENV}: not set (the Atlas programmatic API public key; or use a "
             f"service account: {CLIENT_ID_ENV} and {CLIENT_SECRET_ENV})"
         )
+    problems.extend(_user_name_problems(PUBLIC_KEY_ENV, public_key, PRIVATE_KEY_ENV))
     try:
         private_key, source, warnings = _secret_from(env, PRIVATE_KEY_ENV, PRIVATE_KEY_FILE_ENV)
     except ConfigError as error:
@@ -490,10 +646,25 @@ def _credentials_from(env: Mapping[str, str]) -> tuple[Credentials | None, list[
     return Credentials(ApiKey(public_key, private_key), source, warnings), []
 
 
+_NOT_IN_USER_NAMES = re.compile(r"[:\s\x00-\x1f\x7f]")
+
+
+def _user_name_problems(name: str, value: str, secret_name: str) -> list[str]:
+    """A public key or client id is the user of Digest or Basic auth, where a ':' ends it:
+    one holding a ':' or a line break is most likely a pasted "public:private" pair, so the
+    value is never shown."""
+    if not _NOT_IN_USER_NAMES.search(value):
+        return []
+    return [
+        f"env.{name}: holds a ':', a space or a control character (value not shown: it may "
+        f"hold a pasted secret); give the id alone, and the secret in {secret_name}"
+    ]
+
+
 def _service_account_from(
     env: Mapping[str, str], client_id: str
 ) -> tuple[Credentials | None, list[str]]:
-    problems = []
+    problems = _user_name_problems(CLIENT_ID_ENV, client_id, CLIENT_SECRET_ENV)
     if not client_id:
         problems.append(f"env.{CLIENT_ID_ENV}: not set (the service account's client id)")
     try:
@@ -519,10 +690,10 @@ def _secret_from(
     if not key_file:
         raise ConfigError([f"env.{inline_name}: not set (nor {file_name})"])
     try:
-        from_file = Path(key_file).read_text(encoding="utf-8").strip()
+        from_file = read_text_file(Path(key_file), MAX_SECRET_FILE_BYTES).strip()
         mode = Path(key_file).stat().st_mode
-    except (OSError, UnicodeDecodeError) as error:
-        reason = getattr(error, "strerror", None) or type(error).__name__
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
         # A secret pasted into the _FILE variable by mistake must not be echoed back.
         shown = key_file if os.sep in key_file else "its value (not shown: not a path)"
         raise ConfigError([f"env.{file_name}: cannot read {shown}: {reason}"]) from None

@@ -6,26 +6,51 @@ a log line that sits in a buffer while an endpoint is down is an alert nobody se
 
 from __future__ import annotations
 
+import base64
+import collections
 import logging
+import math
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 from structlog.typing import EventDict, Processor
 
 REDACTED = "**********"
+KEPT_TOKENS = 4
+"""Bearer tokens masked at once: the current one and a few before it (long expired by then),
+so a daemon renewing its token every hour for a year does not mask thousands."""
+
+
+def secret_forms(user: str, secret: str) -> list[str]:
+    """Every form in which ``secret`` may come back in an echoed request: as it is, URL- or
+    form-encoded, and inside ``Authorization: Basic`` (base64 of user:secret, also of the
+    form-encoded pair, as RFC 6749 section 2.3.1 has OAuth clients send it)."""
+    basic_pairs = (f"{user}:{secret}", f"{quote_plus(user)}:{quote_plus(secret)}")
+    forms = [secret, quote(secret, safe=""), quote_plus(secret)]
+    forms += [base64.b64encode(pair.encode()).decode("ascii") for pair in basic_pairs]
+    return list(dict.fromkeys(forms))
 
 
 class _SecretMasker:
     """Last line of defence: replace any known secret that slipped into a log value."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        self._secrets = [secret for secret in secrets if secret]
+        self._fixed = [secret for secret in secrets if secret]
+        self._tokens: collections.deque[str] = collections.deque(maxlen=KEPT_TOKENS)
+        self._secrets = list(self._fixed)
 
     def add(self, secret: str) -> None:
-        if secret and secret not in self._secrets:
-            self._secrets.append(secret)
+        if secret and secret not in self._fixed:
+            self._fixed.append(secret)
+            self._secrets = [*self._fixed, *self._tokens]
+
+    def add_token(self, token: str) -> None:
+        if token and token not in self._tokens:
+            self._tokens.append(token)
+            self._secrets = [*self._fixed, *self._tokens]
 
     def __call__(self, logger: object, method_name: str, event_dict: EventDict) -> EventDict:
         if self._secrets:
@@ -33,6 +58,9 @@ class _SecretMasker:
                 if not key.startswith("_"):  # structlog's own bookkeeping (_record...)
                     event_dict[key] = self._mask(value)
         return event_dict
+
+    def mask(self, value: Any) -> Any:
+        return self._mask(value) if self._secrets else value
 
     def _mask(self, value: Any) -> Any:
         if value is None or isinstance(value, bool | int | float):
@@ -71,6 +99,36 @@ def mask_secret(secret: str) -> None:
     _masker.add(secret)
 
 
+def mask_token(token: str) -> None:
+    """Mask a newly issued Bearer token from now on (with the few issued before it)."""
+    _masker.add_token(token)
+
+
+def masked(value: Any) -> Any:
+    """``value`` (text, or a structure of it) with every known secret replaced: for output
+    that is not a log line, such as the result ``once`` prints."""
+    return _masker.mask(value)
+
+
+def _finite_numbers(logger: object, method_name: str, event_dict: EventDict) -> EventDict:
+    """Infinity and NaN are not JSON: strict parsers reject a whole line holding one, so
+    they are written as text ("inf", "nan"), wherever in the line they are."""
+    for key, value in event_dict.items():
+        if not key.startswith("_"):  # structlog's own bookkeeping (_record...)
+            event_dict[key] = _finite(value)
+    return event_dict
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def configure_logging(
     level: str = "info",
     log_format: str = "json",
@@ -90,6 +148,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         _masker,
+        _finite_numbers,
     ]
     renderer: Processor
     if log_format == "console":

@@ -42,6 +42,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from monitor.atlas import (
+    JSON_PARSE_ERRORS,
     AtlasApiError,
     AtlasAuthError,
     AtlasBadResponseError,
@@ -53,6 +54,7 @@ from monitor.atlas import (
     parse_retry_after,
     read_capped,
 )
+from monitor.logs import mask_token
 
 TOKEN_PATH: Final = "/api/oauth/token"  # noqa: S105 (a URL path, not a password)
 LOGIN_METHOD: Final = "POST"
@@ -171,6 +173,7 @@ class ServiceAccountLogin:
         status, headers, body = await self._post_token_request(session)
         expires_in, value = self._token_from(status, headers, body)
         self._logins += 1
+        mask_token(value)  # an error echoing the request must not show it in the log
         margin = min(max(RENEW_MARGIN_SECONDS, RENEW_MARGIN_SHARE * expires_in), expires_in / 2)
         token = _Token(
             value=value,
@@ -241,7 +244,7 @@ class ServiceAccountLogin:
             raise _bad_answer(f"unexpected HTTP {status} (location: {location})")
         try:
             document = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except JSON_PARSE_ERRORS:
             content_type = headers.get(hdrs.CONTENT_TYPE) or "(none)"
             raise _bad_answer(f"answer is not JSON (content type {content_type!r})") from None
         if not isinstance(document, dict):
@@ -306,7 +309,7 @@ def _oauth_error_fields(body: bytes) -> tuple[str | None, str | None]:
     else the start of whatever text a proxy sent."""
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except JSON_PARSE_ERRORS:
         text = body[:MAX_DETAIL_CHARS].decode("utf-8", "replace").strip()
         return None, text or None
     if not isinstance(document, Mapping):

@@ -142,13 +142,23 @@ def build_client(settings: Settings, observer: RequestObserver | None = None) ->
     )
 
 
-async def poll_once(settings: Settings) -> list[PollResult]:
+@dataclass(frozen=True)
+class OncePass:
+    """What ``once`` saw: a result per endpoint, and how many discovery listings failed
+    (the endpoints those would have listed went unchecked, which is no all-clear)."""
+
+    results: list[PollResult]
+    failed_listings: int
+
+
+async def poll_once(settings: Settings) -> OncePass:
     """One read-only pass over every configured (and discovered) endpoint, for ``once``."""
     config = settings.config
     async with build_client(settings) as client:
         found = await discover_endpoints(client, config.discover, config.poll.concurrency)
-        endpoints = watched_endpoints(config.endpoints, found)
-        return await poll_endpoints(client, endpoints, config.poll.concurrency)
+        endpoints = watched_endpoints(config.endpoints, found, config.poll.max_discovered_endpoints)
+        results = await poll_endpoints(client, endpoints, config.poll.concurrency)
+    return OncePass(results, sum(listing is None for listing in found.values()))
 
 
 Discovered = dict[tuple[str, CloudProvider], list[EndpointConfig] | None]
@@ -165,13 +175,15 @@ async def discover_endpoints(
         entry, provider = job
         try:
             services = await client.list_endpoint_services(entry.group_id, provider)
-        except AtlasError as error:
+        except Exception as error:
             # Keep watching what was found before: a failed listing says nothing about them.
+            # Any other exception is a bug, which must cost this listing, not the cycle.
             log.warning(
                 "discovery_failed",
                 group_id=entry.group_id,
                 cloud_provider=provider.value,
-                cause=error.summary,
+                cause=describe_failure(error),
+                exc_info=not isinstance(error, AtlasError),
             )
             found[(entry.group_id, provider)] = None
             return
@@ -212,18 +224,31 @@ def _discovered_endpoint(
 
 
 def watched_endpoints(
-    configured: Sequence[EndpointConfig], discovered: Discovered
+    configured: Sequence[EndpointConfig], discovered: Discovered, max_discovered: int
 ) -> list[EndpointConfig]:
     """The config's endpoints, then those discovered that the config does not name (its
-    name, labels and add_if_missing win)."""
+    name, labels and add_if_missing win), at most ``max_discovered`` of them: the first in
+    the order of project and provider, so the same ones stay watched listing after listing."""
     seen = {endpoint.ref.key for endpoint in configured}
     watched = list(configured)
-    for endpoints in discovered.values():
-        for endpoint in endpoints or ():
+    dropped = 0
+    for listing in sorted(discovered):
+        for endpoint in discovered[listing] or ():
             key = endpoint.ref.key
-            if key not in seen:
-                seen.add(key)
+            if key in seen:
+                continue
+            seen.add(key)
+            if len(watched) - len(configured) < max_discovered:
                 watched.append(endpoint)
+            else:
+                dropped += 1
+    if dropped:
+        log.warning(
+            "discovered_endpoints_dropped",
+            dropped=dropped,
+            watched=max_discovered,
+            reason="more than poll.max_discovered_endpoints",
+        )
     return watched
 
 
@@ -295,7 +320,9 @@ class Monitor:
         self.config = config
         self.metrics.poll_interval.set(config.poll.interval_seconds)
         self._watch(
-            watched_endpoints(config.endpoints, self._discovered),
+            watched_endpoints(
+                config.endpoints, self._discovered, config.poll.max_discovered_endpoints
+            ),
             removed_because="removed from the config",
         )
 
@@ -378,7 +405,11 @@ class Monitor:
             if endpoints is not None or key not in self._discovered:
                 self._discovered[key] = endpoints
         self._watch(
-            watched_endpoints(self.config.endpoints, self._discovered),
+            watched_endpoints(
+                self.config.endpoints,
+                self._discovered,
+                self.config.poll.max_discovered_endpoints,
+            ),
             removed_because="no longer listed by its endpoint service",
         )
 

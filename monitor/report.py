@@ -9,6 +9,7 @@ from typing import Any
 from monitor.alerts import AlertName
 from monitor.atlas import describe_failure
 from monitor.config import AlertSettings
+from monitor.logs import masked
 from monitor.poller import PollResult
 from monitor.state import EndpointState, advance
 
@@ -18,8 +19,9 @@ _SINGLE_POLL_RULES = AlertSettings(unreachable_after_failures=1, stuck_after_sec
 
 
 def result_record(result: PollResult) -> dict[str, Any]:
+    """Masked like a log line: Atlas (or a proxy) may echo a secret in an error."""
     endpoint, answer = result.endpoint, result.answer
-    return {
+    record = {
         "name": endpoint.display_name,
         "group_id": endpoint.group_id,
         "private_link_id": endpoint.private_link_id,
@@ -33,6 +35,7 @@ def result_record(result: PollResult) -> dict[str, Any]:
         "alerts": sorted(alert_conditions(result)),
         "poll_error": None if result.error is None else describe_failure(result.error),
     }
+    return dict(masked(record))
 
 
 def has_alert(results: Sequence[PollResult]) -> bool:
@@ -66,11 +69,11 @@ def render_table(results: Sequence[PollResult]) -> str:
     rows = []
     for result in results:
         record = result_record(result)
-        cells = [_cell(record[key]) for _, key in _COLUMNS]
+        cells = [_printable(_cell(record[key])) for _, key in _COLUMNS]
         detail = record["error_message"] or record["poll_error"] or ""
         if record["connection_status"] == "UNKNOWN":
             detail = f"raw status {record['raw_status']!r}; {detail}".rstrip("; ")
-        rows.append([*cells, detail])
+        rows.append([*cells, _printable(detail)])
     headers = [title for title, _ in _COLUMNS] + ["DETAIL"]
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(_COLUMNS))]
     lines = []
@@ -78,6 +81,12 @@ def render_table(results: Sequence[PollResult]) -> str:
         aligned = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
         lines.append(f"{aligned}  {row[-1]}".rstrip())
     return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    """Text from Atlas with every character a terminal would act on (newline, CR, NUL, ANSI
+    escapes) or cannot encode (a lone surrogate) written as a Python escape instead."""
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def _cell(value: object) -> str:

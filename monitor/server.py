@@ -116,7 +116,8 @@ class Runtime:
             old.credentials,
         )
         if new.credentials != old.credentials:
-            mask_secret(new.credentials.secret.get_secret_value())
+            for form in new.credentials.secret_forms:
+                mask_secret(form)
         if restart:
             await self._stop_polling()
         self._monitor.reconfigure(new.config)
@@ -127,7 +128,7 @@ class Runtime:
         if restart:
             await self.start()
         self._monitor.metrics.config_loaded(self._clock())
-        for warning in new.credentials.warnings:
+        for warning in new.warnings:
             log.warning("config_warning", problem=warning)
         log.info(
             "config_reloaded",

@@ -72,7 +72,7 @@ def test_check_lists_every_problem_with_its_field_and_exits_2(
     assert main(["check", "--config", str(path)]) == 2
     _, err = capsys.readouterr()
     assert "invalid configuration:" in err
-    assert "  poll.interval_seconds: Input should be greater than 0" in err
+    assert "  poll.interval_seconds: Input should be greater than or equal to 0.05" in err
     assert "  endpoints.2.group_id: must be 24 hexadecimal characters" in err
 
 
@@ -454,6 +454,7 @@ def test_sighup_reloads_the_config_file_and_keeps_it_when_the_new_one_is_invalid
     assert reloaded["trigger"] == "SIGHUP"
     assert reloaded["endpoints"] == len(every_endpoint)
     assert current_statuses(families) == DEMO_STATUSES
-    assert "poll.interval_seconds: Input should be greater than 0" in failed["problems"]
+    too_short = "poll.interval_seconds: Input should be greater than or equal to 0.05"
+    assert too_short in failed["problems"]
     assert after_failure["atlas_monitor_config_last_reload_successful"][0].value == 0
     assert current_statuses(after_failure) == DEMO_STATUSES

@@ -94,23 +94,23 @@ def test_minimal_config_gets_contract_defaults() -> None:
         ({}, "endpoints: give at least one endpoint, or a discover entry"),
         (
             config_document(poll={"interval_seconds": 0}),
-            "poll.interval_seconds: Input should be greater than 0",
+            "poll.interval_seconds: Input should be greater than or equal to 0.05",
         ),
         (
             config_document(poll={"interval_seconds": -5}),
-            "poll.interval_seconds: Input should be greater than 0",
+            "poll.interval_seconds: Input should be greater than or equal to 0.05",
         ),
         (
             config_document(poll={"concurrency": 0}),
-            "poll.concurrency: Input should be greater than 0",
+            "poll.concurrency: Input should be greater than or equal to 1",
         ),
         (
             config_document(poll={"max_requests_per_minute": 0}),
-            "poll.max_requests_per_minute: Input should be greater than 0",
+            "poll.max_requests_per_minute: Input should be greater than or equal to 1",
         ),
         (
             config_document(atlas={"timeout_seconds": 0}),
-            "atlas.timeout_seconds: Input should be greater than 0",
+            "atlas.timeout_seconds: Input should be greater than or equal to 0.1",
         ),
         (
             config_document(atlas={"max_retries": -1}),
@@ -124,11 +124,11 @@ def test_minimal_config_gets_contract_defaults() -> None:
         (config_document(log={"level": "verbose"}), "log.level: Input should be"),
         (
             config_document(add_missing={"max_attempts": 0}),
-            "add_missing.max_attempts: Input should be greater than 0",
+            "add_missing.max_attempts: Input should be greater than or equal to 1",
         ),
         (
             config_document(alerts={"unreachable_after_failures": 0}),
-            "alerts.unreachable_after_failures: Input should be greater than 0",
+            "alerts.unreachable_after_failures: Input should be greater than or equal to 1",
         ),
         (
             config_document(alerts={"stuck_after_seconds": -1}),
