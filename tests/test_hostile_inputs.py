@@ -80,6 +80,8 @@ from tests.conftest import (
 WAIT_SECONDS = 10
 """Bound on every wait for the daemon; each needs a fraction of it."""
 RELOAD_OK = "atlas_monitor_config_last_reload_successful"
+# POST /-/reload is served only when enabled.
+RELOADABLE = {"host": "127.0.0.1", "port": 0, "enable_reload": True}
 V2_ROOT = "/api/atlas/v2"
 SERVICE_PATH = f"{V2_ROOT}/groups/{GROUP_ID}/privateEndpoint/AWS/endpointService"
 DEEP_JSON = b"[" * 100_000 + b"]" * 100_000
@@ -250,19 +252,20 @@ async def test_a_reload_to_an_interval_that_would_stop_polling_is_refused_and_po
     atlas_url = await fake_atlas({("GET", v1_endpoint_path()): healthy})
     environ = {**CREDENTIALS_ENV, BASE_URL_ENV: atlas_url}
     fast = {"interval_seconds": 0.1, "max_requests_per_minute": None}
-    path = write_config(config_document(poll=fast, atlas={"max_retries": 0}))
+    path = write_config(config_document(poll=fast, atlas={"max_retries": 0}, server=RELOADABLE))
     daemon = await start_daemon(
         load_settings(path, environ), load=lambda: load_settings(path, environ)
     )
     await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), WAIT_SECONDS)
 
-    path.write_text(yaml.safe_dump(config_document(poll={"interval_seconds": 1e15})))
+    too_long = config_document(poll={"interval_seconds": 1e15}, server=RELOADABLE)
+    path.write_text(yaml.safe_dump(too_long))
     with capture_logs() as logs:
         status, text = await fetch(f"{daemon.url}/-/reload", "POST")
         cycles = daemon.monitor.cycles_completed
         await asyncio.wait_for(daemon.monitor.wait_for_cycles(cycles + 2), WAIT_SECONDS)
         _, metrics = await fetch(f"{daemon.url}/metrics")
-        path.write_text(yaml.safe_dump(config_document(poll=fast)))
+        path.write_text(yaml.safe_dump(config_document(poll=fast, server=RELOADABLE)))
         after = await fetch(f"{daemon.url}/-/reload", "POST")
 
     assert status == 500
@@ -660,7 +663,7 @@ async def test_a_reload_of_such_a_file_keeps_the_old_config_and_sets_the_failure
 
     atlas_url = await fake_atlas({("GET", v1_endpoint_path()): healthy})
     environ = {**CREDENTIALS_ENV, BASE_URL_ENV: atlas_url}
-    path = write_config(config_document(poll={"max_requests_per_minute": None}))
+    path = write_config(config_document(poll={"max_requests_per_minute": None}, server=RELOADABLE))
     daemon = await start_daemon(
         load_settings(path, environ), load=lambda: load_settings(path, environ)
     )
