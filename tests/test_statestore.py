@@ -431,29 +431,36 @@ def alert_lines(lines: list[str]) -> list[tuple[str, str, str]]:
     return alerts_in(json.loads(line) for line in lines if json_event(line) == "alert")
 
 
-@pytest.fixture
-def fleet_simulator(tmp_path: Path, simulator_process: SimulatorProcess) -> str:
-    """A simulator child: REJECTED and FIXED rejected, the rest AVAILABLE, every GET slow."""
-    scenario = tmp_path / "scenario.json"
-    statuses = {REJECTED["name"]: "REJECTED", FIXED["name"]: "REJECTED"}
-    slow = [{"latency_seconds": LATENCY_SECONDS, "methods": ["GET"]}]
-    scenario.write_text(
-        json.dumps(
-            {
-                "endpoints": [
-                    {
-                        **ids_of(entry),
-                        "status": statuses.get(entry["name"], "AVAILABLE"),
-                        "faults": slow,
-                    }
-                    for entry in FLEET
-                ]
-            }
-        ),
-        encoding="utf-8",
-    )
+def serve_scenario(
+    directory: Path, simulator_process: SimulatorProcess, endpoints: list[dict[str, Any]]
+) -> str:
+    """A simulator child serving ``endpoints`` (scenario entries); returns its URL."""
+    scenario = directory / "scenario.json"
+    scenario.write_text(json.dumps({"endpoints": endpoints}), encoding="utf-8")
     _, url = simulator_process("--scenario", str(scenario))
     return url
+
+
+def slow(seconds: float) -> list[dict[str, Any]]:
+    return [{"latency_seconds": seconds, "methods": ["GET"]}]
+
+
+@pytest.fixture
+def fleet_simulator(tmp_path: Path, simulator_process: SimulatorProcess) -> str:
+    """REJECTED and FIXED rejected, the rest AVAILABLE, every GET slow."""
+    statuses = {REJECTED["name"]: "REJECTED", FIXED["name"]: "REJECTED"}
+    return serve_scenario(
+        tmp_path,
+        simulator_process,
+        [
+            {
+                **ids_of(entry),
+                "status": statuses.get(entry["name"], "AVAILABLE"),
+                "faults": slow(LATENCY_SECONDS),
+            }
+            for entry in FLEET
+        ],
+    )
 
 
 def set_status(simulator_url: str, entry: Mapping[str, Any], status: str) -> None:
@@ -472,8 +479,15 @@ def set_status(simulator_url: str, entry: Mapping[str, Any], status: str) -> Non
 class Daemons:
     """`run` children sharing one config (and so one state file), each on its own port."""
 
-    def __init__(self, directory: Path, simulator_url: str, **state: Any) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        simulator_url: str,
+        endpoints: list[dict[str, Any]] = FLEET,
+        **state: Any,
+    ) -> None:
         self.directory = directory
+        self.endpoints = endpoints
         self.state_path = directory / "state.db"
         self.simulator_url = simulator_url
         self.state = {"path": str(self.state_path), "lock_wait_seconds": 1, **state}
@@ -485,7 +499,7 @@ class Daemons:
             poll={"interval_seconds": 0.3, "concurrency": 2, "max_requests_per_minute": None},
             server={"host": "127.0.0.1", "port": unused_port()},
             log={"level": "info", "format": "json"},
-            endpoints=FLEET,
+            endpoints=self.endpoints,
             state=self.state,
         )
         config = self.directory / f"config-{len(self.started)}.json"
@@ -578,6 +592,53 @@ def test_kill_9_at_random_moments_never_repeats_a_firing_line_and_resolves_once(
     ]
     assert float(since_line.rsplit(" ", 1)[1]) == since
     assert "atlas_monitor_state_store_up 1.0" in metrics
+
+
+def firing_in_file(path: Path, entry: Mapping[str, Any]) -> dict[str, float]:
+    """What the file says is firing for ``entry`` (read beside the writer, as WAL allows)."""
+    with contextlib.closing(sqlite3.connect(path)) as reader:
+        row = reader.execute(
+            "SELECT firing FROM endpoints WHERE interface_endpoint_id = ?",
+            (entry["interface_endpoint_id"],),
+        ).fetchone()
+    return {} if row is None else dict(json.loads(row[0]))
+
+
+def test_an_alert_line_is_saved_at_once_not_at_the_end_of_its_cycle(
+    tmp_path: Path, simulator_process: SimulatorProcess
+) -> None:
+    """The worst moment for a kill -9: just after a firing line, with the cycle far from
+    over (the next endpoint takes 3 s). The file has the alert before the kill, so the next
+    process stays quiet."""
+    laggard = endpoint_entry(interface_endpoint_id=endpoint_id(9), name="laggard")
+    url = serve_scenario(
+        tmp_path,
+        simulator_process,
+        [
+            {**ids_of(REJECTED), "status": "REJECTED"},
+            {**ids_of(laggard), "status": "AVAILABLE", "faults": slow(3)},
+        ],
+    )
+    daemons = Daemons(tmp_path, url, endpoints=[REJECTED, laggard])
+    cycle_ended = is_event("poll_cycle_finished", "poll_cycle_overran")  # it outlasts 0.3 s
+    try:
+        first = daemons.start()
+        first.wait_for_line(lambda line: alert_lines([line]) != [])
+        deadline = time.monotonic() + 2
+        while "rejected" not in firing_in_file(daemons.state_path, REJECTED):
+            assert time.monotonic() < deadline, "the firing alert never reached the file"
+            time.sleep(0.01)
+        first.kill()
+        lines = first.all_output()
+        assert alert_lines(lines) == [("rejected", "rejected", "firing")]
+        assert not any(cycle_ended(line) for line in lines)
+
+        second = daemons.start()
+        second.wait_for_line(cycle_ended)
+        assert second.stop() == 0
+        assert alert_lines(second.all_output()) == []
+    finally:
+        daemons.stop_all()
 
 
 def test_a_sigterm_restart_emits_no_alert_line_and_keeps_status_since(daemons: Daemons) -> None:
