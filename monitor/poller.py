@@ -262,7 +262,7 @@ class Monitor:
         metrics.state_store_up = None if store is None else store.up
         self._states: dict[EndpointRef, EndpointState] = {}
         self._endpoints: list[EndpointConfig] = []
-        self._watched: set[EndpointRef] = set()
+        self._watched: dict[EndpointRef, EndpointConfig] = {}
         self._discovered: Discovered = {}
         self._services: dict[ServiceKey, ServiceState] = {}
         self._service_keys: list[ServiceKey] = []
@@ -274,7 +274,7 @@ class Monitor:
         metrics.config_loaded(clock())
         metrics.watch(self.snapshot, self._states.get, self.service_snapshot)
         self._endpoints = list(config.endpoints)
-        self._watched = {endpoint.ref for endpoint in self._endpoints}
+        self._watched = {endpoint.ref: endpoint for endpoint in self._endpoints}
         self._claim_saved(self._endpoints)
         self._watch_services()
         self._release_unclaimed("left the config while the monitor was stopped")
@@ -322,7 +322,7 @@ class Monitor:
     def _watch(self, endpoints: list[EndpointConfig], removed_because: str) -> None:
         """Make ``endpoints`` the watched ones: log who came and went, resolve the alerts of
         those gone (nobody may wait for an alert that can no longer end), drop their series."""
-        kept = {endpoint.ref for endpoint in endpoints}
+        kept = {endpoint.ref: endpoint for endpoint in endpoints}
         configured = {endpoint.ref for endpoint in self.config.endpoints}
         for endpoint in self._endpoints:
             if endpoint.ref in kept:
@@ -468,7 +468,9 @@ class Monitor:
                 emit_service_alert(key, event)
                 if event.firing:
                     self.metrics.alerts.labels(event.alert.value).inc()
-            if transition.events or transition.state.raw_status != previous.raw_status:
+            if transition.events or _status_changed(
+                previous.raw_status, transition.state.raw_status
+            ):
                 await self.save()
         except Exception:
             log.exception("endpoint_service_check_failed", **_service_identity(key))
@@ -506,7 +508,9 @@ class Monitor:
                 emit_alert(endpoint, event)
                 if event.firing:
                     self.metrics.alerts.labels(event.alert.value).inc()
-            if transition.events or transition.state.raw_status != previous.raw_status:
+            if transition.events or _status_changed(
+                previous.raw_status, transition.state.raw_status
+            ):
                 await self.save()
         except Exception:
             # A bug must cost one endpoint one cycle, never the others or the daemon.
@@ -527,12 +531,11 @@ class Monitor:
 
     async def _save_unsaved(self, store: StateStore) -> None:
         async with self._saving:
-            endpoints = {endpoint.ref: endpoint for endpoint in self._endpoints}
             batch = Batch(
                 endpoints=[
-                    (endpoints[ref], self._states[ref])
+                    (self._watched[ref], self._states[ref])
                     for ref in self._unsaved
-                    if ref in endpoints and ref in self._states
+                    if ref in self._watched and ref in self._states
                 ],
                 services=[
                     (key, self._services[key])
@@ -637,6 +640,13 @@ class PollScheduler:
             reason="previous cycle still running",
             interval_seconds=self._monitor.config.poll.interval_seconds,
         )
+
+
+def _status_changed(previous: str | None, current: str | None) -> bool:
+    """A change of a known status, which must reach the state file at once (it moves
+    ``status_since``); a first sighting waits for the end of the cycle, so a fresh start
+    over thousands of endpoints is not a transaction per endpoint."""
+    return previous is not None and current != previous
 
 
 def _service_identity(key: ServiceKey) -> dict[str, str]:
