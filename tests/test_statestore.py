@@ -54,6 +54,7 @@ from tests.conftest import (
     subprocess_env,
     unused_port,
 )
+from tests.test_lifecycle import assert_clean_shutdown
 
 REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(1), name="rejected")
 FIXED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="fixed-while-down")
@@ -654,6 +655,7 @@ def test_a_sigterm_restart_emits_no_alert_line_and_keeps_status_since(daemons: D
     second.wait_for_line(is_event("poll_cycle_finished"))
     assert second.stop() == 0
     lines = second.all_output()
+    assert_clean_shutdown(lines, "SIGTERM")
     opened_line = json.loads(
         next(line for line in lines if json_event(line) == "state_store_opened")
     )
