@@ -33,10 +33,11 @@ from monitor.atlas import (
     ServiceStatus,
 )
 from monitor.config import EndpointConfig
-from monitor.simulator import Fault, Scenario
+from monitor.simulator import Fault, Scenario, ScenarioService
 from monitor.state import EndpointState, ServiceKey, ServiceState
 from monitor.statestore import SCHEMA_VERSION, Batch, StateStore, StateStoreLocked
 from tests.conftest import (
+    GROUP_ID,
     WARNINGS_ENV,
     Process,
     StartSimulator,
@@ -55,6 +56,7 @@ from tests.conftest import (
     unused_port,
 )
 from tests.test_lifecycle import assert_clean_shutdown
+from tests.test_v2 import AWS_SERVICE, at_atlas, v2_settings
 
 REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(1), name="rejected")
 FIXED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="fixed-while-down")
@@ -394,6 +396,41 @@ async def test_endpoints_that_left_the_config_are_dropped_and_their_alerts_resol
     assert removed["reason"] == "left the config while the monitor was stopped"
     with opened(path) as store:
         assert set(store.saved.endpoints) == {endpoint(HEALTHY).ref}
+
+
+async def test_discovered_endpoints_wait_in_the_file_for_the_first_listing(
+    tmp_path: Path, start_simulator: StartSimulator
+) -> None:
+    """Before a restart's first discovery nobody knows whether a saved discovered endpoint
+    is still there: it is neither resumed nor resolved until the listing says."""
+    path = tmp_path / "state.db"
+    kept, gone = endpoint_id(1), endpoint_id(2)
+    simulator, url = await start_simulator(
+        Scenario(
+            endpoint_services=[ScenarioService(group_id=GROUP_ID, id=AWS_SERVICE)],
+            endpoints=[
+                at_atlas(CloudProvider.AWS, AWS_SERVICE, kept, status="REJECTED"),
+                at_atlas(CloudProvider.AWS, AWS_SERVICE, gone, status="REJECTED"),
+            ],
+        )
+    )
+    settings = v2_settings(url, endpoints=[], discover=[{"group_id": GROUP_ID}])
+    with capture_logs() as before, opened(path) as store:
+        async with monitoring(settings, store=store) as (monitor, client):
+            await monitor.run_cycle(client)
+    assert [alert for _, alert, _ in alerts_in(before)] == ["rejected", "rejected"]
+
+    simulator.remove_endpoint(GROUP_ID, AWS_SERVICE, gone)
+    with capture_logs() as after, opened(path) as store:
+        async with monitoring(settings, store=store) as (monitor, client):
+            assert events_in(after, "alert") == [], "nothing is resolved before the listing"
+            await monitor.run_cycle(client)
+    (resolved,) = events_in(after, "alert")
+    assert (resolved["interface_endpoint_id"], resolved["state"]) == (gone, "resolved")
+    (removed,) = events_in(after, "endpoint_removed")
+    assert removed["reason"] == "no longer listed by its endpoint service"
+    with opened(path) as store:
+        assert [ref.interface_endpoint_id for ref in store.saved.endpoints] == [kept]
 
 
 async def test_with_an_unusable_file_the_monitor_runs_in_memory_and_says_so(
