@@ -51,7 +51,7 @@ from monitor.state import (
     forget,
     forget_service,
 )
-from monitor.statestore import Batch, SavedState, StateStore
+from monitor.statestore import PendingWrites, SavedState, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -254,10 +254,7 @@ class Monitor:
         self._unclaimed = dict(saved.endpoints)
         """Saved states not matched to a watched endpoint yet: discovery may still find them."""
         self._unclaimed_services = dict(saved.services)
-        self._unsaved: set[EndpointRef] = set()
-        self._unsaved_services: set[ServiceKey] = set()
-        self._dropped: set[EndpointRef] = set()
-        self._dropped_services: set[ServiceKey] = set()
+        self._unsaved = PendingWrites()
         self._saving = asyncio.Lock()
         metrics.state_store_up = None if store is None else store.up
         self._states: dict[EndpointRef, EndpointState] = {}
@@ -328,7 +325,7 @@ class Monitor:
             if endpoint.ref in kept:
                 continue
             state = self._states.pop(endpoint.ref, None)
-            self._drop_saved(endpoint.ref)
+            self._unsaved.endpoint_dropped(endpoint.ref)
             log.info("endpoint_removed", **endpoint_identity(endpoint), reason=removed_because)
             for event in forget(state) if state is not None else []:
                 emit_alert(endpoint, event)
@@ -369,20 +366,16 @@ class Monitor:
         for ref, saved in list(self._unclaimed.items()):
             if (ref.group_id, ref.cloud_provider) not in awaiting:
                 del self._unclaimed[ref]
-                self._drop_saved(ref)
+                self._unsaved.endpoint_dropped(ref)
                 log.info("endpoint_removed", **endpoint_identity(saved.endpoint), reason=reason)
                 for event in forget(saved.state):
                     emit_alert(saved.endpoint, event)
         for key, state in list(self._unclaimed_services.items()):
             if (key.group_id, key.cloud_provider) not in awaiting:
                 del self._unclaimed_services[key]
-                self._dropped_services.add(key)
+                self._unsaved.service_dropped(key)
                 for event in forget_service(state):
                     emit_service_alert(key, event)
-
-    def _drop_saved(self, ref: EndpointRef) -> None:
-        self._unsaved.discard(ref)
-        self._dropped.add(ref)
 
     def _watch_services(self) -> None:
         """v2 watches the endpoint service of every watched endpoint, once each."""
@@ -395,8 +388,7 @@ class Monitor:
                 }
             )
         for key in set(self._services) - set(keys):
-            self._unsaved_services.discard(key)
-            self._dropped_services.add(key)
+            self._unsaved.service_dropped(key)
             for event in forget_service(self._services.pop(key)):
                 emit_service_alert(key, event)
         for key in keys:
@@ -462,7 +454,7 @@ class Monitor:
             previous = self._services.get(key, ServiceState())
             transition = advance_service(previous, observation, self._clock(), self.config.alerts)
             self._services[key] = transition.state
-            self._unsaved_services.add(key)
+            self._unsaved.service_changed(key)
             _log_service_change(key, previous, transition.state)
             for event in transition.events:
                 emit_service_alert(key, event)
@@ -487,7 +479,7 @@ class Monitor:
                 must not let the next process make it again beyond max_attempts."""
                 if endpoint.ref in self._watched:
                     self._states[endpoint.ref] = state
-                    self._unsaved.add(endpoint.ref)
+                    self._unsaved.endpoint_changed(endpoint.ref)
                     await self.save()
 
             state, observation = await add_if_missing(
@@ -501,7 +493,7 @@ class Monitor:
             )
             transition = advance(state, observation, self._clock(), self.config.alerts)
             self._states[endpoint.ref] = transition.state
-            self._unsaved.add(endpoint.ref)
+            self._unsaved.endpoint_changed(endpoint.ref)
             self.metrics.endpoint_changed(endpoint.ref)
             _log_endpoint_change(endpoint, previous, transition.state)
             for event in transition.events:
@@ -531,28 +523,9 @@ class Monitor:
 
     async def _save_unsaved(self, store: StateStore) -> None:
         async with self._saving:
-            batch = Batch(
-                endpoints=[
-                    (self._watched[ref], self._states[ref])
-                    for ref in self._unsaved
-                    if ref in self._watched and ref in self._states
-                ],
-                services=[
-                    (key, self._services[key])
-                    for key in self._unsaved_services
-                    if key in self._services
-                ],
-                dropped_endpoints=list(self._dropped),
-                dropped_services=list(self._dropped_services),
-            )
-            self._unsaved, self._unsaved_services = set(), set()
-            self._dropped, self._dropped_services = set(), set()
+            batch = self._unsaved.take(self._watched, self._states, self._services)
             if batch and not await store.save(batch):
-                # Kept for the next save; a state saved later is the newer one anyway.
-                self._unsaved |= {endpoint.ref for endpoint, _ in batch.endpoints}
-                self._unsaved_services |= {key for key, _ in batch.services}
-                self._dropped |= set(batch.dropped_endpoints)
-                self._dropped_services |= set(batch.dropped_services)
+                self._unsaved.put_back(batch)
             self.metrics.state_store_up = store.up
 
     def _log_cycle(self, duration: float) -> None:

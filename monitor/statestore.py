@@ -166,6 +166,61 @@ class Batch:
         )
 
 
+class PendingWrites:
+    """The keys changed or dropped since the last save. States are read when the batch is
+    taken, so a batch always holds the newest ones, however often a key changed."""
+
+    def __init__(self) -> None:
+        self._endpoints: set[EndpointRef] = set()
+        self._services: set[ServiceKey] = set()
+        self._dropped_endpoints: set[EndpointRef] = set()
+        self._dropped_services: set[ServiceKey] = set()
+
+    def endpoint_changed(self, ref: EndpointRef) -> None:
+        self._endpoints.add(ref)
+
+    def endpoint_dropped(self, ref: EndpointRef) -> None:
+        self._endpoints.discard(ref)
+        self._dropped_endpoints.add(ref)
+
+    def service_changed(self, key: ServiceKey) -> None:
+        self._services.add(key)
+
+    def service_dropped(self, key: ServiceKey) -> None:
+        self._services.discard(key)
+        self._dropped_services.add(key)
+
+    def take(
+        self,
+        endpoints: Mapping[EndpointRef, EndpointConfig],
+        states: Mapping[EndpointRef, EndpointState],
+        services: Mapping[ServiceKey, ServiceState],
+    ) -> Batch:
+        """Everything pending, as one batch, and nothing pending any more. ``endpoints``:
+        the watched ones (a key no longer watched has nothing to save)."""
+        batch = Batch(
+            endpoints=[
+                (endpoints[ref], states[ref])
+                for ref in self._endpoints
+                if ref in endpoints and ref in states
+            ],
+            services=[(key, services[key]) for key in self._services if key in services],
+            dropped_endpoints=list(self._dropped_endpoints),
+            dropped_services=list(self._dropped_services),
+        )
+        self._endpoints, self._services = set(), set()
+        self._dropped_endpoints, self._dropped_services = set(), set()
+        return batch
+
+    def put_back(self, batch: Batch) -> None:
+        """After a failed save: pending again, for the next one. Drops are written before
+        states, so a key dropped and then watched again still ends up kept."""
+        self._endpoints |= {endpoint.ref for endpoint, _ in batch.endpoints}
+        self._services |= {key for key, _ in batch.services}
+        self._dropped_endpoints |= set(batch.dropped_endpoints)
+        self._dropped_services |= set(batch.dropped_services)
+
+
 class StateStore:
     """One process's state file: the lock, the connection and the thread that writes.
 

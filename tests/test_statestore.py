@@ -136,6 +136,19 @@ async def test_dropped_keys_are_deleted_in_the_same_transaction(tmp_path: Path) 
         assert set(store.saved.endpoints) == {kept.ref}
 
 
+async def test_a_key_dropped_and_watched_again_in_one_batch_is_kept(tmp_path: Path) -> None:
+    """Drops are written first: what a failed save put back next to a later change."""
+    path = tmp_path / "state.db"
+    again = endpoint(HEALTHY)
+    with opened(path) as store:
+        await store.save(Batch(endpoints=[(again, EndpointState(add_attempts=1))]))
+        await store.save(
+            Batch(endpoints=[(again, EndpointState(add_attempts=2))], dropped_endpoints=[again.ref])
+        )
+    with opened(path) as store:
+        assert store.saved.endpoints[again.ref].state.add_attempts == 2
+
+
 def test_a_file_of_an_older_schema_is_rebuilt_with_a_warning(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     with contextlib.closing(sqlite3.connect(path)) as old:
