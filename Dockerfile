@@ -31,14 +31,20 @@ ENV VIRTUAL_ENV=/opt/atlas-endpoint-monitor \
     PATH=/opt/atlas-endpoint-monitor/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    ATLAS_MONITOR_HEALTHCHECK_URL=http://127.0.0.1:10479/healthz
+    ATLAS_MONITOR_HEALTHCHECK_URL=http://127.0.0.1:10479/healthz \
+    ATLAS_MONITOR_STATE_PATH=/var/lib/atlas-endpoint-monitor/state.db
 
 COPY --from=build /dist /tmp/dist
 RUN python -m venv "$VIRTUAL_ENV" \
     && "$VIRTUAL_ENV/bin/pip" install --no-cache-dir /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
     && groupadd --system --gid 10001 monitor \
-    && useradd --system --uid 10001 --gid monitor --no-create-home --shell /usr/sbin/nologin monitor
+    && useradd --system --uid 10001 --gid monitor --no-create-home --shell /usr/sbin/nologin monitor \
+    && install -d -o monitor -g monitor -m 0750 /var/lib/atlas-endpoint-monitor
+
+# Restart-safe state (docs/state.md): firing alerts, status_since, add-on-missing attempts.
+# Mount a persistent volume here; without one, Docker makes an anonymous volume per container.
+VOLUME ["/var/lib/atlas-endpoint-monitor"]
 
 # The config is mounted here (read-only is enough); see config/example.yaml.
 WORKDIR /etc/atlas-endpoint-monitor

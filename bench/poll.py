@@ -117,6 +117,7 @@ from monitor.logs import configure_logging
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor
 from monitor.server import MONITOR, create_app
+from monitor.statestore import StateStore
 
 PUBLIC_KEY = "bench-public-key"
 PRIVATE_KEY = "bench-private-key"
@@ -364,6 +365,7 @@ async def daemon_worker(args: argparse.Namespace) -> dict[str, Any]:
     cycle_timeout = 120.0 + 20 * ideal
     scraper = Scraper()
     spaced = Scraper(every=args.spaced_every)
+    store = StateStore.open(Path(args.state_path), 0) if args.state_path else None
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as control,
@@ -378,7 +380,7 @@ async def daemon_worker(args: argparse.Namespace) -> dict[str, Any]:
                 simulator_cpu=cpu_seconds_of(args.simulator_pid),
                 simulator_requests=simulator_before,
             )
-            app = create_app(settings)
+            app = create_app(settings, store=store)
             daemon_url = await serve_on_stack(services, app, "127.0.0.1", 0)
             monitor = app[MONITOR]
 
@@ -405,6 +407,8 @@ async def daemon_worker(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         scraper.kill()
         spaced.kill()
+        if store is not None:
+            store.close()
     return {
         "implementation": "daemon",
         "n": args.n,
@@ -696,7 +700,7 @@ def print_header(args: argparse.Namespace, workdir: Path, out: TextIO) -> None:
         f"{args.latency:g} s per GET; concurrency {args.concurrency}; {args.projects} projects\n"
         f"# daemon: poll.interval_seconds {args.interval:g} (cycles back to back), "
         f"atlas.timeout_seconds 30, atlas.max_retries 0, poll.max_requests_per_minute null, "
-        f"log level error\n"
+        f"log level error, state.path {'a fresh file per N' if args.state_file else 'none'}\n"
         f"# baseline: requests {requests_version()} + HTTPDigestAuth, "
         f"ThreadPoolExecutor(max_workers={args.concurrency}), one Session per thread\n"
         f"# scenarios and logs: {workdir}",
@@ -743,6 +747,7 @@ def measure_size(
                 str(args.interval),
                 "--spaced-every",
                 str(args.spaced_every),
+                *(["--state-path", str(workdir / f"state-{n}.db")] if args.state_file else []),
                 *common,
             ],
             workdir / f"daemon-{n}.log",
@@ -1118,6 +1123,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=True,
         help="after the table, show per-project pacing on one project",
     )
+    parser.add_argument(
+        "--state-file",
+        action="store_true",
+        help="run the daemon with state.path set (a fresh SQLite file per N, docs/state.md)",
+    )
     parser.add_argument("--spread-endpoints", type=int, default=300)
     parser.add_argument("--spread-concurrency", type=int, default=20)
     parser.add_argument("--spread-interval", type=float, default=30.0)
@@ -1130,6 +1140,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     workers.add_argument("--url", help="the simulator's base URL")
     workers.add_argument("--simulator-pid", type=int)
     workers.add_argument("--every", type=float, help="scraper worker: seconds apart")
+    workers.add_argument("--state-path", help="daemon worker: its state.path")
     workers.add_argument(
         "--max-requests-per-minute", type=int, default=0, help="spread worker; 0 = null"
     )

@@ -7,6 +7,7 @@ returns the bookkeeping and the observation the state machine should see next.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -22,6 +23,13 @@ log = structlog.get_logger(__name__)
 DRY_RUN_REASON = "not added: add_missing.dry_run is on"
 ADD_FAILED_REASON = "adding it failed"
 
+BeforeRequest = Callable[[EndpointState], Awaitable[None]]
+"""Told the bookkeeping (the attempt or delete counted) before a POST or DELETE is sent."""
+
+
+async def _nothing_to_record(state: EndpointState) -> None:
+    return None
+
 
 async def add_if_missing(
     client: AtlasClient,
@@ -30,9 +38,14 @@ async def add_if_missing(
     state: EndpointState,
     observation: Observation,
     metrics: MonitorMetrics,
+    before_request: BeforeRequest = _nothing_to_record,
 ) -> tuple[EndpointState, Observation]:
     """A successful POST replaces the 404 with the new endpoint's answer, so the endpoint is
-    watched (and no ``not_found`` fires) from this very cycle on."""
+    watched (and no ``not_found`` fires) from this very cycle on.
+
+    ``before_request`` gets each counted attempt before the request goes out, so a state
+    store can make it durable first: a crash then costs at most an attempt never made, never
+    a POST beyond ``max_attempts``."""
     action = next_add_action(state, observation, policy)
     identity = endpoint_identity(endpoint)
     if action is AddAction.DRY_RUN:
@@ -43,6 +56,7 @@ async def add_if_missing(
         attempt = state.add_attempts + 1
         state = replace(state, add_attempts=attempt)
         progress = {"attempt": attempt, "max_attempts": policy.max_attempts}
+        await before_request(state)
         try:
             answer = await client.add_interface_endpoint(endpoint.ref)
         except AtlasError as error:
@@ -58,6 +72,8 @@ async def add_if_missing(
         )
         return replace(state, added_by_monitor=True), Observation.answered(answer)
     if action is AddAction.DELETE_FOR_RECREATE:
+        state = replace(state, recreate_deletes=state.recreate_deletes + 1)
+        await before_request(state)
         return await _delete_for_recreate(client, endpoint, policy, state, observation), observation
     return state, observation
 
@@ -69,8 +85,8 @@ async def _delete_for_recreate(
     state: EndpointState,
     observation: Observation,
 ) -> EndpointState:
-    """Step one of a recreate; step two is the ADD once Atlas answers 404 for it."""
-    state = replace(state, recreate_deletes=state.recreate_deletes + 1)
+    """Step one of a recreate (``state`` counts it already); step two is the ADD once Atlas
+    answers 404 for it."""
     failed = observation.answer
     assert failed is not None
     context = {

@@ -30,6 +30,7 @@ from monitor.poller import poll_once
 from monitor.report import has_alert, render_json, render_table
 from monitor.server import start_daemon
 from monitor.simulator import ScenarioError, Simulator, default_scenario, load_scenario
+from monitor.statestore import StateStore, StateStoreLocked
 
 log = structlog.get_logger(__name__)
 
@@ -139,11 +140,21 @@ def _run(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_INVALID_CONFIG
     _log_as_configured(settings)
+    state = settings.config.state
+    try:
+        store = None if state.path is None else StateStore.open(state.path, state.lock_wait_seconds)
+    except StateStoreLocked as error:
+        print(error, file=sys.stderr, flush=True)
+        return EXIT_INVALID_CONFIG
 
     async def start(services: contextlib.AsyncExitStack) -> None:
-        await start_daemon(services, settings)
+        await start_daemon(services, settings, store=store)
 
-    return asyncio.run(serve_until_stopped(start))
+    try:
+        return asyncio.run(serve_until_stopped(start))
+    finally:
+        if store is not None:
+            store.close()
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -160,6 +171,7 @@ def _check(args: argparse.Namespace) -> int:
         f"  server:       {config.server.host}:{config.server.port}\n"
         f"  listener:     {settings.listener.describe()}\n"
         f"  /-/reload:    {'on' if config.server.enable_reload else 'off (server.enable_reload)'}\n"
+        f"  state:        {config.state.path or 'in memory (state.path not set)'}\n"
         f"  credentials:  {settings.credentials.describe()}"
     )
     for warning in settings.warnings:

@@ -62,6 +62,7 @@ PRIVATE_KEY_FILE_ENV = "MONGODB_ATLAS_PRIVATE_API_KEY_FILE"
 CLIENT_ID_ENV = "MONGODB_ATLAS_CLIENT_ID"
 CLIENT_SECRET_ENV = "MONGODB_ATLAS_CLIENT_SECRET"  # noqa: S105 (a variable's name)
 CLIENT_SECRET_FILE_ENV = "MONGODB_ATLAS_CLIENT_SECRET_FILE"  # noqa: S105 (a variable's name)
+STATE_PATH_ENV = "ATLAS_MONITOR_STATE_PATH"
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 # Labels the exporter sets itself; a user label with one of these names would clash.
@@ -250,6 +251,14 @@ class AlertSettings(_Section):
     repeat_interval_seconds: float = _bounded(0.0, 0.0, 7 * DAY_SECONDS)
 
 
+class StateSettings(_Section):
+    path: Path | None = None
+    """The SQLite file that keeps state across restarts (docs/state.md); None = memory only."""
+    lock_wait_seconds: float = _bounded(15.0, 0.0, 600.0)
+    """How long a starting daemon waits for another process to release the file (a rolling
+    restart's old process needs up to 10 s to exit) before refusing to start."""
+
+
 def _prometheus_label_names(labels: dict[str, str]) -> dict[str, str]:
     for label in labels:
         if not _LABEL_NAME.fullmatch(label) or label.startswith("__"):
@@ -327,6 +336,7 @@ class MonitorConfig(_Section):
     log: LogSettings = LogSettings()
     add_missing: AddMissingSettings = AddMissingSettings()
     alerts: AlertSettings = AlertSettings()
+    state: StateSettings = StateSettings()
     endpoints: list[EndpointConfig] = Field(default_factory=list)
     discover: list[DiscoverSettings] = Field(default_factory=list)
 
@@ -438,7 +448,8 @@ def _load_listener(path: Path) -> ListenerSecurity:
 
 
 def parse_config(raw: object, environ: Mapping[str, str]) -> MonitorConfig:
-    """Validate an already-parsed YAML document, applying the base URL override from env."""
+    """Validate an already-parsed YAML document, applying the base URL and state path
+    overrides from env."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -447,6 +458,10 @@ def parse_config(raw: object, environ: Mapping[str, str]) -> MonitorConfig:
     if base_url:
         atlas = raw.get("atlas")
         raw = {**raw, "atlas": {**(atlas if isinstance(atlas, dict) else {}), "base_url": base_url}}
+    state_path = environ.get(STATE_PATH_ENV)
+    if state_path:
+        state = raw.get("state")
+        raw = {**raw, "state": {**(state if isinstance(state, dict) else {}), "path": state_path}}
     try:
         config = MonitorConfig.model_validate(raw)
     except ValidationError as error:

@@ -592,6 +592,16 @@ class MonitorMetrics:
                 lambda: self._last_cycle_finished,
             )
         )
+        self.state_store_up: bool | None = None
+        """Set by the owner of the state file; None = no ``state.path``, no sample."""
+        self._own.register(
+            _OptionalGauge(
+                "atlas_monitor_state_store_up",
+                "1 if the state file (state.path) is in use and its last write succeeded, "
+                "0 if it is unavailable (state kept in memory only); absent without state.path.",
+                lambda: None if self.state_store_up is None else float(self.state_store_up),
+            )
+        )
         self.poll_cycles_skipped = Counter(
             "atlas_monitor_poll_cycles_skipped",
             "Scheduled cycles not started because the previous one was still running.",

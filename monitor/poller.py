@@ -51,6 +51,7 @@ from monitor.state import (
     forget,
     forget_service,
 )
+from monitor.statestore import PendingWrites, SavedState, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -257,6 +258,10 @@ class Monitor:
 
     State changes happen on the event loop only, endpoint by endpoint as answers arrive,
     so a scrape in between sees each endpoint either before or after its poll, never half.
+
+    With a ``store`` the memory survives restarts: it starts from the saved states, and
+    what changed is written once per cycle, except what must be durable as it happens (an
+    alert line, a change of status, a POST or DELETE about to be sent; see ``save``).
     """
 
     def __init__(
@@ -264,13 +269,22 @@ class Monitor:
         config: MonitorConfig,
         metrics: MonitorMetrics,
         clock: Callable[[], float] = time.time,
+        store: StateStore | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self._clock = clock
+        self._store = store
+        saved = store.saved if store is not None else SavedState()
+        self._unclaimed = dict(saved.endpoints)
+        """Saved states not matched to a watched endpoint yet: discovery may still find them."""
+        self._unclaimed_services = dict(saved.services)
+        self._unsaved = PendingWrites()
+        self._saving = asyncio.Lock()
+        metrics.state_store_up = None if store is None else store.up
         self._states: dict[EndpointRef, EndpointState] = {}
         self._endpoints: list[EndpointConfig] = []
-        self._watched: set[EndpointRef] = set()
+        self._watched: dict[EndpointRef, EndpointConfig] = {}
         self._discovered: Discovered = {}
         self._services: dict[ServiceKey, ServiceState] = {}
         self._service_keys: list[ServiceKey] = []
@@ -282,8 +296,10 @@ class Monitor:
         metrics.config_loaded(clock())
         metrics.watch(self.snapshot, self._states.get, self.service_snapshot)
         self._endpoints = list(config.endpoints)
-        self._watched = {endpoint.ref for endpoint in self._endpoints}
+        self._watched = {endpoint.ref: endpoint for endpoint in self._endpoints}
+        self._claim_saved(self._endpoints)
         self._watch_services()
+        self._release_unclaimed("left the config while the monitor was stopped")
         metrics.prepare()
 
     @property
@@ -325,16 +341,18 @@ class Monitor:
             ),
             removed_because="removed from the config",
         )
+        self._release_unclaimed("left the config while the monitor was stopped")
 
     def _watch(self, endpoints: list[EndpointConfig], removed_because: str) -> None:
         """Make ``endpoints`` the watched ones: log who came and went, resolve the alerts of
         those gone (nobody may wait for an alert that can no longer end), drop their series."""
-        kept = {endpoint.ref for endpoint in endpoints}
+        kept = {endpoint.ref: endpoint for endpoint in endpoints}
         configured = {endpoint.ref for endpoint in self.config.endpoints}
         for endpoint in self._endpoints:
             if endpoint.ref in kept:
                 continue
             state = self._states.pop(endpoint.ref, None)
+            self._unsaved.endpoint_dropped(endpoint.ref)
             log.info("endpoint_removed", **endpoint_identity(endpoint), reason=removed_because)
             for event in forget(state) if state is not None else []:
                 emit_alert(endpoint, event)
@@ -352,8 +370,39 @@ class Monitor:
                 )
         self._endpoints = endpoints
         self._watched = kept
+        self._claim_saved(endpoints)
         self._watch_services()
         self.metrics.prepare()
+
+    def _claim_saved(self, endpoints: list[EndpointConfig]) -> None:
+        """Newly watched endpoints continue from their saved state, if they have one."""
+        for endpoint in endpoints:
+            saved = self._unclaimed.pop(endpoint.ref, None)
+            if saved is not None and endpoint.ref not in self._states:
+                self._states[endpoint.ref] = saved.state
+
+    def _release_unclaimed(self, reason: str) -> None:
+        """Saved endpoints (and services) that no discovery may still claim are gone: drop
+        them from the store, resolving their alerts as a reload that removed them would."""
+        awaiting = {
+            (entry.group_id, provider)
+            for entry in self.config.discover
+            for provider in entry.cloud_providers
+            if self._discovered.get((entry.group_id, provider)) is None
+        }
+        for ref, saved in list(self._unclaimed.items()):
+            if (ref.group_id, ref.cloud_provider) not in awaiting:
+                del self._unclaimed[ref]
+                self._unsaved.endpoint_dropped(ref)
+                log.info("endpoint_removed", **endpoint_identity(saved.endpoint), reason=reason)
+                for event in forget(saved.state):
+                    emit_alert(saved.endpoint, event)
+        for key, state in list(self._unclaimed_services.items()):
+            if (key.group_id, key.cloud_provider) not in awaiting:
+                del self._unclaimed_services[key]
+                self._unsaved.service_dropped(key)
+                for event in forget_service(state):
+                    emit_service_alert(key, event)
 
     def _watch_services(self) -> None:
         """v2 watches the endpoint service of every watched endpoint, once each."""
@@ -366,8 +415,13 @@ class Monitor:
                 }
             )
         for key in set(self._services) - set(keys):
+            self._unsaved.service_dropped(key)
             for event in forget_service(self._services.pop(key)):
                 emit_service_alert(key, event)
+        for key in keys:
+            saved = self._unclaimed_services.pop(key, None)
+            if saved is not None and key not in self._services:
+                self._services[key] = saved
         self._service_keys = keys
 
     def state_of(self, endpoint: EndpointConfig) -> EndpointState | None:
@@ -392,6 +446,7 @@ class Monitor:
         await for_each_bounded(
             self._endpoints, concurrency, lambda endpoint: self._check(client, endpoint)
         )
+        await self.save()
         duration = time.perf_counter() - started
         self.metrics.cycle_finished(duration, at=self._clock())
         self._log_cycle(duration)
@@ -412,6 +467,7 @@ class Monitor:
             ),
             removed_because="no longer listed by its endpoint service",
         )
+        self._release_unclaimed("no longer listed by its endpoint service")
 
     async def _check_service(self, client: AtlasClient, key: ServiceKey) -> None:
         try:
@@ -429,11 +485,16 @@ class Monitor:
             previous = self._services.get(key, ServiceState())
             transition = advance_service(previous, observation, self._clock(), self.config.alerts)
             self._services[key] = transition.state
+            self._unsaved.service_changed(key)
             _log_service_change(key, previous, transition.state)
             for event in transition.events:
                 emit_service_alert(key, event)
                 if event.firing:
                     self.metrics.alerts.labels(event.alert.value).inc()
+            if transition.events or _status_changed(
+                previous.raw_status, transition.state.raw_status
+            ):
+                await self.save()
         except Exception:
             log.exception("endpoint_service_check_failed", **_service_identity(key))
 
@@ -443,6 +504,15 @@ class Monitor:
             if endpoint.ref not in self._watched:
                 return  # removed by a reload while its poll was in flight
             previous = self._states.get(endpoint.ref, EndpointState())
+
+            async def record(state: EndpointState) -> None:
+                """Make a POST or DELETE count before it is sent: a crash right after
+                must not let the next process make it again beyond max_attempts."""
+                if endpoint.ref in self._watched:
+                    self._states[endpoint.ref] = state
+                    self._unsaved.endpoint_changed(endpoint.ref)
+                    await self.save()
+
             state, observation = await add_if_missing(
                 client,
                 endpoint,
@@ -450,18 +520,44 @@ class Monitor:
                 previous,
                 result.observation(),
                 self.metrics,
+                before_request=record,
             )
             transition = advance(state, observation, self._clock(), self.config.alerts)
             self._states[endpoint.ref] = transition.state
+            self._unsaved.endpoint_changed(endpoint.ref)
             self.metrics.endpoint_changed(endpoint.ref)
             _log_endpoint_change(endpoint, previous, transition.state)
             for event in transition.events:
                 emit_alert(endpoint, event)
                 if event.firing:
                     self.metrics.alerts.labels(event.alert.value).inc()
+            if transition.events or _status_changed(
+                previous.raw_status, transition.state.raw_status
+            ):
+                await self.save()
         except Exception:
             # A bug must cost one endpoint one cycle, never the others or the daemon.
             log.exception("endpoint_check_failed", **endpoint_identity(endpoint))
+
+    async def save(self) -> None:
+        """Write every state changed since the last save, in one transaction, off the loop.
+
+        Called once per cycle, at its end, and at once after an alert line or a change of
+        status (so a restart neither repeats the line nor moves ``status_since``) and before
+        an add-on-missing request (so ``max_attempts`` holds across processes). Lines are
+        written before they are saved: a crash in between repeats a line rather than losing
+        one. Saves queue behind each other, and each takes all that changed meanwhile.
+        A save cancelled mid-way (shutdown) still finishes, and the final one waits for it.
+        """
+        if self._store is not None and self._store.usable:
+            await asyncio.shield(asyncio.ensure_future(self._save_unsaved(self._store)))
+
+    async def _save_unsaved(self, store: StateStore) -> None:
+        async with self._saving:
+            batch = self._unsaved.take(self._watched, self._states, self._services)
+            if batch and not await store.save(batch):
+                self._unsaved.put_back(batch)
+            self.metrics.state_store_up = store.up
 
     def _log_cycle(self, duration: float) -> None:
         states = [state for _, state in self.snapshot() if state is not None]
@@ -548,6 +644,13 @@ class PollScheduler:
             reason="previous cycle still running",
             interval_seconds=self._monitor.config.poll.interval_seconds,
         )
+
+
+def _status_changed(previous: str | None, current: str | None) -> bool:
+    """A change of a known status, which must reach the state file at once (it moves
+    ``status_since``); a first sighting waits for the end of the cycle, so a fresh start
+    over thousands of endpoints is not a transaction per endpoint."""
+    return previous is not None and current != previous
 
 
 def _service_identity(key: ServiceKey) -> dict[str, str]:

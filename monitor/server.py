@@ -21,6 +21,7 @@ from monitor.lifecycle import serve_on_stack
 from monitor.logs import mask_secret
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, PollScheduler, build_client
+from monitor.statestore import StateStore
 from monitor.webconfig import SwappableTLS, protect
 
 log = structlog.get_logger(__name__)
@@ -148,7 +149,11 @@ class Runtime:
         ) or (old.listener.tls is None) != (new.listener.tls is None)
         return [
             section
-            for section, changed in (("server", server), ("log", old.config.log != new.config.log))
+            for section, changed in (
+                ("server", server),
+                ("log", old.config.log != new.config.log),
+                ("state", old.config.state != new.config.state),
+            )
             if changed
         ]
 
@@ -161,14 +166,16 @@ def create_app(
     *,
     load: SettingsLoader | None = None,
     clock: Callable[[], float] = time.time,
+    store: StateStore | None = None,
 ) -> web.Application:
     """One daemon: its own registry, state table, Atlas session and scheduler.
 
     The session and the scheduler start in the app's startup and stop in its cleanup, so
     whoever runs the app (the CLI, a test) gets the same orderly start and shutdown.
     ``load`` re-reads the settings for a reload; by default from ``settings.source``.
+    ``store`` (opened, and closed, by the caller) keeps the state across restarts.
     """
-    monitor = Monitor(settings.config, MonitorMetrics(), clock=clock)
+    monitor = Monitor(settings.config, MonitorMetrics(), clock=clock, store=store)
     runtime = Runtime(settings, load or (lambda: load_settings(settings.source)), monitor, clock)
     app = web.Application()
     app[MONITOR] = monitor
@@ -194,6 +201,7 @@ async def _running(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await compressing
         await app[RUNTIME].stop()
+        await app[MONITOR].save()  # what the cancelled cycle changed
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -271,11 +279,14 @@ async def _landing_page(request: web.Request) -> web.Response:
 
 
 async def start_daemon(
-    services: contextlib.AsyncExitStack, settings: Settings, load: SettingsLoader | None = None
+    services: contextlib.AsyncExitStack,
+    settings: Settings,
+    load: SettingsLoader | None = None,
+    store: StateStore | None = None,
 ) -> str:
     """Serve the daemon on the configured address, reloading on SIGHUP; returns its URL."""
     server = settings.config.server
-    app = create_app(settings, load=load)
+    app = create_app(settings, load=load, store=store)
     url = await serve_on_stack(services, app, server.host, server.port, app[RUNTIME].tls)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, app[RUNTIME].reload_in_background, "SIGHUP")

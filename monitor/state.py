@@ -96,7 +96,8 @@ class EndpointState:
     """Alerts currently firing, each with the time it was last emitted."""
     added_by_monitor: bool = False
     add_attempts: int = 0
-    """POSTs this process made for the endpoint, successful or not."""
+    """POSTs made for the endpoint, successful or not (by earlier processes too, when a
+    state file keeps them)."""
     recreate_deletes: int = 0
     dry_run_reported: bool = False
 
@@ -306,8 +307,9 @@ class AddPolicy:
 def next_add_action(state: EndpointState, observation: Observation, policy: AddPolicy) -> AddAction:
     """What add-on-missing does after this poll, given what it already did.
 
-    Every POST counts against ``max_attempts`` for the life of the process, failed or not,
-    so a project where adding keeps failing is not hammered forever.
+    Every POST counts against ``max_attempts`` for the life of the process (of every
+    process, with a state file), failed or not, so a project where adding keeps failing is
+    not hammered forever, even by a crash loop.
     """
     if not policy.enabled:
         return AddAction.NOTHING

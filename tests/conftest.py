@@ -46,6 +46,7 @@ from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, build_client
 from monitor.server import MONITOR, RUNTIME, create_app
 from monitor.simulator import Scenario, ScenarioEndpoint, Simulator
+from monitor.statestore import StateStore
 
 GROUP_ID = "5e2211c17a3e5a48f5497de3"
 PRIVATE_LINK_ID = "5e3a1b2c7a3e5a48f5497de4"
@@ -109,10 +110,10 @@ def ids_of(entry: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def monitoring(
-    settings: Settings, clock: Callable[[], float] = time.time
+    settings: Settings, clock: Callable[[], float] = time.time, store: StateStore | None = None
 ) -> AsyncIterator[tuple[Monitor, AtlasClient]]:
     """A Monitor and its client, for driving cycles by hand (no scheduler)."""
-    monitor = Monitor(settings.config, MonitorMetrics(), clock=clock)
+    monitor = Monitor(settings.config, MonitorMetrics(), clock=clock, store=store)
     async with build_client(settings, observer=monitor.metrics.observe_request) as client:
         yield monitor, client
 

@@ -41,6 +41,21 @@ def test_check_accepts_a_valid_config(
     assert PRIVATE_KEY not in out + err
 
 
+def test_check_says_where_state_lives(
+    write_config: WriteConfig,
+    credentials_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = write_config()
+    monkeypatch.delenv("ATLAS_MONITOR_STATE_PATH", raising=False)
+    assert main(["check", "--config", str(path)]) == 0
+    assert "state:        in memory (state.path not set)" in capsys.readouterr().out
+    monkeypatch.setenv("ATLAS_MONITOR_STATE_PATH", "/var/lib/atlas-endpoint-monitor/state.db")
+    assert main(["check", "--config", str(path)]) == 0
+    assert "state:        /var/lib/atlas-endpoint-monitor/state.db" in capsys.readouterr().out
+
+
 def test_check_says_where_the_private_key_came_from(
     write_config: WriteConfig,
     credentials_env: dict[str, str],

@@ -208,6 +208,17 @@ def test_base_url_comes_from_env_when_set() -> None:
     assert config.atlas.base_url == "http://127.0.0.1:10480"
 
 
+def test_state_is_in_memory_by_default_and_the_env_path_wins_over_the_file() -> None:
+    assert parse_config(config_document(), {}).state.path is None
+    document = config_document(state={"path": "/from/config.db", "lock_wait_seconds": 3})
+    assert parse_config(document, {}).state.path == Path("/from/config.db")
+    config = parse_config(document, {"ATLAS_MONITOR_STATE_PATH": "/from/env.db"})
+    assert (config.state.path, config.state.lock_wait_seconds) == (Path("/from/env.db"), 3)
+    assert problems_of(config_document(state={"lock_wait_seconds": -1})) == [
+        "state.lock_wait_seconds: Input should be greater than or equal to 0"
+    ]
+
+
 def test_per_endpoint_add_if_missing_overrides_global_switch() -> None:
     document = config_document(
         add_missing={"enabled": True},

@@ -189,6 +189,19 @@ def test_the_changelog_has_a_dated_section_for_this_version() -> None:
     assert re.search(rf"^\[{re.escape(__version__)}\]: https://", changelog, re.M)
 
 
+def test_the_image_keeps_its_state_file_in_a_volume_its_user_owns() -> None:
+    """docs/state.md: the env points into the declared volume, created (so a new named volume
+    copies its ownership) for the unprivileged user, not root."""
+    (volume,) = only("VOLUME").exec_form()
+    state_path = image_env()["ATLAS_MONITOR_STATE_PATH"]
+    assert Path(state_path).parent == Path(volume)
+    assert f"install -d -o monitor -g monitor -m 0750 {volume}" in only("RUN").arguments
+    assert f"monitor-state:{volume}" in [
+        volume.split("#")[0].strip() for volume in compose()["services"]["monitor"]["volumes"]
+    ]
+    assert "monitor-state" in compose()["volumes"]
+
+
 def test_no_credential_is_baked_into_the_image() -> None:
     for instruction in dockerfile():
         if instruction.keyword in {"ENV", "ARG"}:

@@ -427,6 +427,14 @@ def test_build_info_names_the_running_version() -> None:
     assert len(family(MonitorMetrics(), "atlas_monitor_build_info").samples) == 1
 
 
+def test_state_store_up_is_absent_without_a_state_file_else_0_or_1() -> None:
+    metrics = MonitorMetrics()
+    assert len(family(metrics, "atlas_monitor_state_store_up").samples) == 0
+    for up, value in ((False, 0), (True, 1)):
+        metrics.state_store_up = up
+        assert metrics.registry.get_sample_value("atlas_monitor_state_store_up") == value
+
+
 @pytest.mark.parametrize("alert", [alert.value for alert in AlertName])
 def test_every_alert_counter_starts_at_zero(alert: str) -> None:
     registry = MonitorMetrics().registry
