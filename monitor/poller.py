@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -81,23 +81,38 @@ class PollResult:
         return Observation.failed(describe_failure(self.error))
 
 
-async def for_each_bounded(
-    items: Iterable[Item], concurrency: int, work: Callable[[Item], Awaitable[None]]
+async def for_each_by_project(
+    items: Iterable[Item],
+    project_of: Callable[[Item], str],
+    concurrency: int,
+    work: Callable[[Item], Awaitable[None]],
 ) -> None:
-    """Run ``work`` on every item with at most ``concurrency`` running at once.
+    """Run ``work`` on every item, each project's items in a lane of their own.
 
-    A fixed pool of workers shares one iterator, so a fleet of thousands never becomes
-    thousands of coroutines, and every task is owned by the TaskGroup (none is orphaned).
+    Atlas paces and throttles per project, and the client waits out a project's pace slot,
+    pause or back-off before it takes one of its ``poll.concurrency`` request slots. Were all
+    items one queue in config order, a project with more items than workers would keep every
+    worker waiting on its slots while the other projects sat idle: a cycle would take as long
+    as the projects' paced times added up. Here each project's lane has up to ``concurrency``
+    workers of its own, so every project moves at its own pace, one slow or throttled project
+    never delays another, and the cycle lasts as long as its slowest project; the client's
+    request slots still bound what is in flight. A lane's workers share one iterator, so a
+    fleet of thousands becomes at most ``concurrency`` coroutines per project, and every task
+    is owned by the TaskGroup (none is orphaned).
     """
-    pending = iter(items)
+    lanes: dict[str, list[Item]] = {}
+    for item in items:
+        lanes.setdefault(project_of(item), []).append(item)
 
-    async def worker() -> None:
+    async def lane_worker(pending: Iterator[Item]) -> None:
         for item in pending:
             await work(item)
 
     async with asyncio.TaskGroup() as workers:
-        for _ in range(concurrency):
-            workers.create_task(worker())
+        for lane in lanes.values():
+            pending = iter(lane)
+            for _ in range(min(concurrency, len(lane))):
+                workers.create_task(lane_worker(pending))
 
 
 async def poll_endpoints(
@@ -110,7 +125,7 @@ async def poll_endpoints(
         index, endpoint = indexed
         results[index] = await poll_endpoint(client, endpoint)
 
-    await for_each_bounded(enumerate(endpoints), concurrency, poll)
+    await for_each_by_project(enumerate(endpoints), lambda job: job[1].group_id, concurrency, poll)
     return [results[index] for index in range(len(endpoints))]
 
 
@@ -183,7 +198,7 @@ async def discover_endpoints(
         ]
 
     jobs = [(entry, provider) for entry in entries for provider in entry.cloud_providers]
-    await for_each_bounded(jobs, concurrency, discover)
+    await for_each_by_project(jobs, lambda job: job[0].group_id, concurrency, discover)
     return found
 
 
@@ -359,11 +374,17 @@ class Monitor:
             self._cycles_to_discovery = self.config.poll.discover_every_cycles
             await self._discover(client)
         self._cycles_to_discovery = max(0, self._cycles_to_discovery - 1)
-        await for_each_bounded(
-            self._service_keys, concurrency, lambda key: self._check_service(client, key)
+        await for_each_by_project(
+            self._service_keys,
+            lambda key: key.group_id,
+            concurrency,
+            lambda key: self._check_service(client, key),
         )
-        await for_each_bounded(
-            self._endpoints, concurrency, lambda endpoint: self._check(client, endpoint)
+        await for_each_by_project(
+            self._endpoints,
+            lambda endpoint: endpoint.group_id,
+            concurrency,
+            lambda endpoint: self._check(client, endpoint),
         )
         duration = time.perf_counter() - started
         self.metrics.cycle_finished(duration, at=self._clock())
