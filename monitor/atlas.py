@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import email.utils
 import json
-import math
 import random
 import re
 import time
@@ -506,8 +505,8 @@ class AtlasClient:
         self._spacing = 60.0 / max_requests_per_minute if max_requests_per_minute else 0.0
         self._slowed_projects: dict[str, float] = {}
         """Project (group) id -> spacing its RateLimit headers call for while it runs low."""
-        self._last_starts: dict[str, float] = {}
-        """Project (group) id -> monotonic time its latest request started, when paced."""
+        self._next_slots: dict[str, float] = {}
+        """Project (group) id -> monotonic time its next request may start, when paced."""
 
     @property
     def api_version(self) -> ApiVersion:
@@ -681,6 +680,21 @@ class AtlasClient:
             self._project_pauses[group_id] = until
             log.warning("atlas_project_throttled", group_id=group_id, pause_seconds=pause)
 
+    async def _pace(self, group_id: str) -> None:
+        """Space the project's requests evenly, so a cycle of many endpoints in one project
+        reaches Atlas as a steady trickle under its limit instead of a burst that earns 429s.
+
+        Slots follow a schedule: a request that had to wait for a request slot starts late,
+        but the next one keeps its own slot, so such delays never add up over a cycle."""
+        spacing = max(self._spacing, self._slowed_projects.get(group_id, 0.0))
+        if not spacing:
+            return
+        now = time.monotonic()
+        slot = max(now, self._next_slots.get(group_id, now))
+        self._next_slots[group_id] = slot + spacing
+        if slot > now:
+            await self._sleep(slot - now)
+
     @contextlib.asynccontextmanager
     async def _request_slot(
         self, method: str, path: str, *, respect_pause: bool
@@ -693,9 +707,7 @@ class AtlasClient:
         slot while its project keeps it waiting: a slot that would idle while the other
         projects' requests could go out (a whole cycle held hostage to one project). Each
         project has at most one request waiting for a slot, so busy slots go round the
-        projects in turn; and the spacing, which evens a project's requests out into a
-        steady trickle under its limit instead of a burst that earns 429s, holds between
-        the requests' actual starts, even when every slot was busy at a project's due time.
+        projects in turn.
         """
         if self._request_slots is None:
             raise RuntimeError("AtlasClient used outside 'async with'")
@@ -703,13 +715,8 @@ class AtlasClient:
         async with self._project_turns.setdefault(group_id, asyncio.Lock()):
             if respect_pause:
                 await self._respect_project_pause(method, path)
-            spacing = max(self._spacing, self._slowed_projects.get(group_id, 0.0))
-            due = self._last_starts.get(group_id, -math.inf) + spacing if spacing else 0.0
-            if (wait := due - time.monotonic()) > 0:
-                await self._sleep(wait)
+            await self._pace(group_id)
             await self._request_slots.acquire()
-            if spacing:
-                self._last_starts[group_id] = max(time.monotonic(), due)
         try:
             yield
         finally:
