@@ -664,3 +664,33 @@ def test_a_project_slowed_by_its_ratelimit_headers_slows_down_alone(
     starts = cycle_beside_a_throttled_project(run_virtually, mocked_atlas, (200, low))
     # The second request's slot was set before the first answer told of the low bucket.
     assert min(gaps(starts[1:])) >= 60 / 60 - 1e-6
+
+
+async def test_over_real_sockets_a_large_project_listed_first_does_not_hold_up_the_others(
+    start_simulator: StartSimulator,
+) -> None:
+    """Against the simulator, 120 requests a minute per project and two request slots: the
+    first project's third endpoint is due 1 s into the cycle, the other projects' second
+    ones after 0.5 s. Handed out in config order, both slots waited on the first project."""
+    large, *others = (
+        [
+            endpoint_entry(
+                group_id=project_id(project),
+                interface_endpoint_id=endpoint_id(project * 10 + index),
+                name=f"p{project}-{index}",
+            )
+            for index in range(size)
+        ]
+        for project, size in enumerate([3, 2, 2])
+    )
+    entries = [*large, *itertools.chain.from_iterable(others)]
+    _, url = await start_simulator(Scenario(endpoints=[simulated(entry) for entry in entries]))
+    settings = settings_for(
+        url, endpoints=entries, poll={"concurrency": 2, "max_requests_per_minute": 120}
+    )
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            await asyncio.wait_for(monitor.run_cycle(client), 10)
+    seen = [line["name"] for line in events_in(logs, "endpoint_status_changed")]
+    assert sorted(seen) == sorted(entry["name"] for entry in entries)
+    assert seen[-1].startswith("p0-"), seen  # the others were done before its third
