@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -93,26 +94,38 @@ async def for_each_by_project(
     pause or back-off before it takes one of its ``poll.concurrency`` request slots. Were all
     items one queue in config order, a project with more items than workers would keep every
     worker waiting on its slots while the other projects sat idle: a cycle would take as long
-    as the projects' paced times added up. Here each project's lane has up to ``concurrency``
-    workers of its own, so every project moves at its own pace, one slow or throttled project
-    never delays another, and the cycle lasts as long as its slowest project; the client's
-    request slots still bound what is in flight. A lane's workers share one iterator, so a
-    fleet of thousands becomes at most ``concurrency`` coroutines per project, and every task
-    is owned by the TaskGroup (none is orphaned).
+    as the projects' paced times added up. Here each project has workers of its own, its share
+    of ``concurrency`` by item count and at least one, so every project moves at its own pace
+    and one slow or throttled project never holds another's workers; a worker whose lane is
+    done helps the lane with the most items left per worker, so the cycle lasts as long as its
+    slowest project. The client's request slots bound what is in flight; the workers number
+    ``concurrency`` plus at most one per small project, so a fleet of thousands never becomes
+    thousands of coroutines, and every task is owned by the TaskGroup (none is orphaned).
     """
-    lanes: dict[str, list[Item]] = {}
+    lanes: dict[str, deque[Item]] = {}
     for item in items:
-        lanes.setdefault(project_of(item), []).append(item)
+        lanes.setdefault(project_of(item), deque()).append(item)
+    total = sum(map(len, lanes.values()))
+    workers_on: Counter[str] = Counter()
 
-    async def lane_worker(pending: Iterator[Item]) -> None:
-        for item in pending:
-            await work(item)
+    def lane_to_help() -> str | None:
+        busy = [project for project, lane in lanes.items() if lane]
+        return max(
+            busy, key=lambda project: len(lanes[project]) / (workers_on[project] + 1), default=None
+        )
+
+    async def lane_worker(project: str | None) -> None:
+        while project is not None:
+            workers_on[project] += 1
+            while lanes[project]:
+                await work(lanes[project].popleft())
+            workers_on[project] -= 1
+            project = lane_to_help()
 
     async with asyncio.TaskGroup() as workers:
-        for lane in lanes.values():
-            pending = iter(lane)
-            for _ in range(min(concurrency, len(lane))):
-                workers.create_task(lane_worker(pending))
+        for project, lane in lanes.items():
+            for _ in range(min(len(lane), max(1, concurrency * len(lane) // total))):
+                workers.create_task(lane_worker(project))
 
 
 async def poll_endpoints(
