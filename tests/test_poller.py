@@ -6,6 +6,7 @@ import asyncio
 import bisect
 import gzip
 import itertools
+import math
 import operator
 import re
 from collections import defaultdict
@@ -568,6 +569,21 @@ def paced_time(endpoints: int) -> float:
 def cycle_bound(endpoints: int) -> float:
     """Issue 16's promise: 1.1 x the slowest project's paced time, plus latency."""
     return 1.1 * endpoints * SPACING + LATENCY
+
+
+def test_workers_whose_project_is_done_help_the_others(
+    run_virtually: RunVirtually[float], mocked_atlas: aioresponses
+) -> None:
+    """Answers 2 s late: the request slots, not pacing, bind. The large project's own share
+    of workers, 9 of 10, would need 11 rounds of 2 s for its 99 requests after the session's
+    first exchange and the small projects' round; with the small ones' workers helping once
+    they are done, every slot stays busy."""
+    atlas = VirtualAtlas(latency=2.0)
+    mocked_atlas.get(ENDPOINT_URLS, callback=atlas.answer, repeat=True)
+    cycle = run_virtually(timed_cycle(fleet([100] + [1] * 10, "grouped"), concurrency=10))
+    assert atlas.peak == 10
+    own_share_alone = 2.0 + 2.0 + math.ceil(99 / 9) * 2.0
+    assert cycle < own_share_alone
 
 
 @pytest.mark.parametrize(
