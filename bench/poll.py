@@ -23,6 +23,15 @@ several fleet sizes, next to the baseline, and judges the largest size against t
 project of 300 endpoints polled once without pacing (a burst) and once at 600 per minute (a
 flat ~10 requests per second), as requests per second of the cycle.
 
+``--pacing-case`` (on by default) then checks that pacing holds no cycle hostage to one
+project (issue 16): one cycle at ``--pacing-rpm`` requests per minute per project,
+concurrency ``--pacing-concurrency``, ``--pacing-latency`` s per GET, for the same 3 x 200
+endpoints listed grouped by project and interleaved, and for one project of 200 listed
+after (and before) 100 projects of 10. Each cycle is judged against the paced bound, the
+largest project's endpoint count x 60 / limit: within 1.1 x that, plus latency, whatever
+the order; and grouped within 10 % of interleaved. ``--only-pacing-case`` runs just that
+(``make bench BENCH_ARGS=--only-pacing-case``).
+
 How
 ---
 For each N in ``--sizes``, in fresh processes, so that every figure belongs to one N and one
@@ -135,8 +144,8 @@ CHILD_STOP_TIMEOUT = 10.0
 WORKER_TIMEOUT = 1800.0
 SAMPLE_EVERY = 0.1
 """Request-counter sampling period, s."""
-POLL_WORKER = "for_each_bounded.<locals>.worker"
-"""The coroutine of ``monitor.poller.for_each_bounded``'s workers: they exist while a cycle
+POLL_WORKER = "for_each_by_project.<locals>.lane_worker"
+"""The coroutine of ``monitor.poller.for_each_by_project``'s workers: they exist while a cycle
 runs, so their appearance marks a cycle's start."""
 
 # Targets, judged at the largest N.
@@ -176,6 +185,64 @@ def write_scenario(path: Path, count: int, projects: int, latency: float) -> Non
     path.write_text(json.dumps(scenario), encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class PacingLayout:
+    """One config order for the pacing case: projects of ``sizes`` endpoints, listed one
+    project after the other or dealt round-robin."""
+
+    title: str
+    sizes: tuple[int, ...]
+    interleaved: bool = False
+
+    def endpoints(self) -> list[dict[str, str]]:
+        projects = [
+            [
+                {
+                    "group_id": f"{0xA000 + project:024x}",
+                    "private_link_id": f"{0x5E00A000 + project:024x}",
+                    "interface_endpoint_id": f"vpce-{0xA000000 + project * 1000 + index:017x}",
+                }
+                for index in range(size)
+            ]
+            for project, size in enumerate(self.sizes)
+        ]
+        if not self.interleaved:
+            return list(itertools.chain.from_iterable(projects))
+        rounds = itertools.zip_longest(*projects)
+        return [entry for entry in itertools.chain.from_iterable(rounds) if entry is not None]
+
+    def paced_bound(self, per_minute: int) -> float:
+        """What pacing alone makes the largest project take, s."""
+        return max(self.sizes) * 60 / per_minute
+
+
+PACING_LAYOUTS = {
+    "grouped": PacingLayout("3 x 200, grouped by project", (200, 200, 200)),
+    "interleaved": PacingLayout("3 x 200, interleaved", (200, 200, 200), interleaved=True),
+    "large-last": PacingLayout("1 x 200 after 100 x 10", (*[10] * 100, 200)),
+    "large-first": PacingLayout("1 x 200 before 100 x 10", (200, *[10] * 100)),
+}
+MAX_PACED_RATIO = 1.1
+"""Issue 16: a paced cycle <= 1.1 x the largest project's paced time, plus latency."""
+
+
+def write_pacing_scenario(path: Path, latency: float) -> None:
+    """Every endpoint of every pacing layout, AVAILABLE, each GET ``latency`` s late."""
+    fault = {"latency_seconds": latency, "methods": ["GET"]}
+    endpoints = {
+        entry["interface_endpoint_id"]: entry
+        for layout in PACING_LAYOUTS.values()
+        for entry in layout.endpoints()
+    }
+    scenario = {
+        "rate_limit_per_minute": None,
+        "endpoints": [
+            {**ids, "status": "AVAILABLE", "faults": [fault]} for ids in endpoints.values()
+        ],
+    }
+    path.write_text(json.dumps(scenario), encoding="utf-8")
+
+
 def daemon_settings(
     url: str,
     count: int,
@@ -184,9 +251,11 @@ def daemon_settings(
     interval: float,
     concurrency: int,
     max_requests_per_minute: int | None,
+    endpoints: list[dict[str, str]] | None = None,
 ) -> tuple[Settings, bool]:
     """The daemon's settings, and whether ``poll.max_requests_per_minute`` was accepted (a
-    config without the key runs unpaced anyway)."""
+    config without the key runs unpaced anyway). ``endpoints`` replaces the round-robin
+    fleet of ``count`` over ``projects``."""
     poll: dict[str, Any] = {
         "interval_seconds": interval,
         "concurrency": concurrency,
@@ -197,7 +266,7 @@ def daemon_settings(
         "poll": poll,
         "server": {"host": "127.0.0.1", "port": 0},
         "log": {"level": "error", "format": "json"},
-        "endpoints": fleet(count, projects),
+        "endpoints": fleet(count, projects) if endpoints is None else endpoints,
     }
     try:
         config, accepted = parse_config(document, {BASE_URL_ENV: url}), True
@@ -537,6 +606,33 @@ async def spread_worker(args: argparse.Namespace) -> dict[str, Any]:
         "cycle_seconds": duration,
         "counts": counts,
     }
+
+
+async def pacing_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """One paced cycle over the endpoints of ``--layout``, timed by the daemon itself."""
+    configure_logging("error", "json", stream=sys.stderr, secrets=[PRIVATE_KEY])
+    layout = PACING_LAYOUTS[args.layout]
+    settings, pacing_key = daemon_settings(
+        args.url,
+        0,
+        1,
+        interval=600.0,
+        concurrency=args.pacing_concurrency,
+        max_requests_per_minute=args.pacing_rpm,
+        endpoints=layout.endpoints(),
+    )
+    async with contextlib.AsyncExitStack() as services:
+        app = create_app(settings)
+        monitor = app[MONITOR]
+        await serve_on_stack(services, app, "127.0.0.1", 0)
+        await asyncio.wait_for(monitor.wait_for_cycles(1), 600)
+        return {
+            "pacing_key_accepted": pacing_key,
+            "cycle_seconds": cycle_seconds_sum(monitor.metrics),
+            "requests": api_requests(monitor.metrics),
+            "up": sum(bool(state and state.up) for _, state in monitor.snapshot()),
+            "endpoints": len(monitor.endpoints),
+        }
 
 
 # --------------------------------------------------------------------------- children
@@ -1047,9 +1143,64 @@ def _per_second(counts: Sequence[float]) -> list[int]:
     return [round(b - a) for a, b in itertools.pairwise(marks)][: math.ceil(len(counts) / step)]
 
 
+def pacing_case(args: argparse.Namespace, workdir: Path, out: TextIO) -> bool:
+    """Issue 16's case: the same cycle in several config orders; True if each is within
+    MAX_PACED_RATIO of its paced bound (plus latency) and grouped within it of interleaved."""
+    scenario = workdir / "scenario-pacing.json"
+    write_pacing_scenario(scenario, args.pacing_latency)
+    simulator = Simulator(scenario, workdir / "simulator-pacing.log")
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        for name in PACING_LAYOUTS:
+            runs[name] = run_child(
+                [
+                    *(sys.executable, __file__, "--worker", "pacing", "--layout", name),
+                    *("--url", simulator.url, "--pacing-rpm", str(args.pacing_rpm)),
+                    *("--pacing-concurrency", str(args.pacing_concurrency)),
+                ],
+                workdir / f"pacing-{name}.log",
+            )
+    finally:
+        simulator.stop()
+    print(
+        f"\n== pacing across projects: {args.pacing_rpm} requests/min per project, concurrency "
+        f"{args.pacing_concurrency}, latency {args.pacing_latency:g} s; one cycle each; target "
+        f"cycle <= {MAX_PACED_RATIO:g} x paced bound + latency ==",
+        file=out,
+    )
+    print(
+        f"{'layout':<30} {'endpoints':>9} {'up':>5} {'cycle s':>8} {'paced bound s':>13} "
+        f"{'ratio':>6}  verdict",
+        file=out,
+    )
+    passed = True
+    for name, layout in PACING_LAYOUTS.items():
+        run = runs[name]
+        bound = layout.paced_bound(args.pacing_rpm)
+        ok = run["cycle_seconds"] <= MAX_PACED_RATIO * bound + args.pacing_latency
+        ok = ok and run["up"] == run["endpoints"] and run["pacing_key_accepted"]
+        passed = passed and ok
+        print(
+            f"{layout.title:<30} {run['endpoints']:>9} {run['up']:>5} "
+            f"{run['cycle_seconds']:>8.2f} {bound:>13.2f} {run['cycle_seconds'] / bound:>6.2f}  "
+            f"{'PASS' if ok else 'MISS'}",
+            file=out,
+        )
+    grouped, interleaved = runs["grouped"]["cycle_seconds"], runs["interleaved"]["cycle_seconds"]
+    ok = grouped <= MAX_PACED_RATIO * interleaved
+    print(
+        f"grouped / interleaved: {grouped / interleaved:.2f} (target <= {MAX_PACED_RATIO:g}) "
+        f"{'PASS' if ok else 'MISS'}",
+        file=out,
+    )
+    return passed and ok
+
+
 def orchestrate(args: argparse.Namespace, out: TextIO) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="atlas-poll-bench-"))
     print_header(args, workdir, out)
+    if args.only_pacing_case:
+        return run_pacing_case(args, workdir, out, passed=True)
     rows: list[Row] = []
     pacing_accepted = True
     try:
@@ -1081,6 +1232,18 @@ def orchestrate(args: argparse.Namespace, out: TextIO) -> int:
         except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as error:
             print(f"error in the spread demo: {error}", file=sys.stderr)
             return EXIT_ERROR
+    out.flush()
+    if args.pacing_case:
+        return run_pacing_case(args, workdir, out, passed)
+    return EXIT_PASS if passed else EXIT_MISS
+
+
+def run_pacing_case(args: argparse.Namespace, workdir: Path, out: TextIO, passed: bool) -> int:
+    try:
+        passed = pacing_case(args, workdir, out) and passed
+    except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as error:
+        print(f"error in the pacing case: {error}", file=sys.stderr)
+        return EXIT_ERROR
     out.flush()
     return EXIT_PASS if passed else EXIT_MISS
 
@@ -1134,8 +1297,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--spread-rpm", type=int, default=600, help="the paced run's max_requests_per_minute"
     )
+    parser.add_argument(
+        "--pacing-case",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="after the spread demo, time paced cycles in several config orders (issue 16)",
+    )
+    parser.add_argument(
+        "--only-pacing-case", action="store_true", help="run the pacing case and nothing else"
+    )
+    parser.add_argument("--pacing-rpm", type=int, default=600, help="pacing case's limit")
+    parser.add_argument("--pacing-concurrency", type=int, default=50)
+    parser.add_argument(
+        "--pacing-latency", type=float, default=0.02, help="pacing case's delay per GET, s"
+    )
     workers = parser.add_argument_group("internal: one measurement in a child process")
-    workers.add_argument("--worker", choices=("daemon", "scraper", "spread"))
+    workers.add_argument("--worker", choices=("daemon", "scraper", "spread", "pacing"))
+    workers.add_argument("--layout", choices=tuple(PACING_LAYOUTS), help="pacing worker")
     workers.add_argument("--n", type=int, help="endpoints")
     workers.add_argument("--url", help="the simulator's base URL")
     workers.add_argument("--simulator-pid", type=int)
@@ -1145,14 +1323,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-requests-per-minute", type=int, default=0, help="spread worker; 0 = null"
     )
     args = parser.parse_args(argv)
-    for name in ("concurrency", "projects", "spread_endpoints", "spread_concurrency"):
+    for name in (
+        "concurrency",
+        "projects",
+        "spread_endpoints",
+        "spread_concurrency",
+        "pacing_rpm",
+        "pacing_concurrency",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("latency", "interval", "spread_interval", "spaced_every"):
+    for name in ("latency", "interval", "spread_interval", "spaced_every", "pacing_latency"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.worker in ("daemon", "spread") and (args.n is None or args.url is None):
         parser.error(f"--worker {args.worker} needs --n and --url")
+    if args.worker == "pacing" and (args.layout is None or args.url is None):
+        parser.error("--worker pacing needs --layout and --url")
     return args
 
 
@@ -1161,6 +1348,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         return asyncio.run(daemon_worker(args))
     if args.worker == "spread":
         return asyncio.run(spread_worker(args))
+    if args.worker == "pacing":
+        return asyncio.run(pacing_worker(args))
     return scraper_worker(sys.stdout, args.every)
 
 

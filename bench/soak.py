@@ -474,9 +474,10 @@ def cpu_seconds() -> float:
     return times.user + times.system
 
 
-POLL_WORKER = "for_each_bounded.<locals>.worker"
-"""The coroutine of ``monitor.poller.for_each_bounded``'s workers: ``poll.concurrency`` of them
-exist while a cycle runs, fewer in its tail, none between cycles."""
+POLL_WORKER = "for_each_by_project.<locals>.lane_worker"
+"""The coroutine of ``monitor.poller.for_each_by_project``'s workers: ``poll.concurrency`` of
+them (plus one per project too small for a share) exist while a cycle runs, fewer in its tail,
+none between cycles."""
 
 
 def task_census() -> Counter[str]:

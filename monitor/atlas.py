@@ -10,13 +10,14 @@ only ever see the final outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import TracebackType
@@ -515,6 +516,10 @@ class AtlasClient:
         self._sleep = sleep
         self._jitter = jitter
         self._session: aiohttp.ClientSession | None = None
+        self._request_slots: asyncio.Semaphore | None = None
+        """``max_connections`` requests in flight at most; taken only once a request is due."""
+        self._project_turns: dict[str, asyncio.Lock] = {}
+        """Project (group) id -> held by the one request of the project that is next to go."""
         self._first_exchange_done: asyncio.Event | None = None
         self._project_pauses: dict[str, float] = {}
         """Project (group) id -> monotonic time before which no request for it is sent."""
@@ -533,6 +538,8 @@ class AtlasClient:
 
     async def __aenter__(self) -> AtlasClient:
         self._first_exchange_done = None
+        self._request_slots = asyncio.Semaphore(self._max_connections)
+        self._project_turns = {}
         middlewares: list[aiohttp.ClientMiddlewareType] = [self._auth_middleware()]
         if self._observer is not None:
             # Inside the auth middleware, so challenges and re-sent requests are each seen.
@@ -665,10 +672,9 @@ class AtlasClient:
                     # Queued behind the session's first exchange, whose answer may be the
                     # 429 that pauses this project: look at the pause once it is known.
                     await self._first_exchange_done.wait()
-                if not waited_out_429:
-                    await self._respect_project_pause(method, path)
-                await self._pace(path)
-                return await self._exchange(method, path, json_body)
+                # Its own back-off already honoured the 429 that set the project's pause.
+                async with self._request_slot(method, path, respect_pause=not waited_out_429):
+                    return await self._exchange(method, path, json_body)
             except _TRANSIENT_ERRORS as error:
                 throttled = isinstance(error, AtlasRateLimitedError)
                 if throttled:
@@ -680,7 +686,6 @@ class AtlasClient:
                     if answer is not None:
                         return answer
                 await self._back_off(method, path, attempt, error)
-                # Its own back-off already honoured the 429 that set the project's pause.
                 waited_out_429 = throttled
                 attempt += 1
 
@@ -696,10 +701,12 @@ class AtlasClient:
             self._project_pauses[group_id] = until
             log.warning("atlas_project_throttled", group_id=group_id, pause_seconds=pause)
 
-    async def _pace(self, path: str) -> None:
+    async def _pace(self, group_id: str) -> None:
         """Space the project's requests evenly, so a cycle of many endpoints in one project
-        reaches Atlas as a steady trickle under its limit instead of a burst that earns 429s."""
-        group_id = _project_of(path)
+        reaches Atlas as a steady trickle under its limit instead of a burst that earns 429s.
+
+        Slots follow a schedule: a request that had to wait for a request slot starts late,
+        but the next one keeps its own slot, so such delays never add up over a cycle."""
         spacing = max(self._spacing, self._slowed_projects.get(group_id, 0.0))
         if not spacing:
             return
@@ -708,6 +715,33 @@ class AtlasClient:
         self._next_slots[group_id] = slot + spacing
         if slot > now:
             await self._sleep(slot - now)
+
+    @contextlib.asynccontextmanager
+    async def _request_slot(
+        self, method: str, path: str, *, respect_pause: bool
+    ) -> AsyncIterator[None]:
+        """Hold one of the ``max_connections`` request slots for one exchange, taken once the
+        project's turn has come, its pause is over and its pace allows, never before.
+
+        A project's requests line up for their turn; only the one whose turn it is waits out
+        the project's pause and spacing, then for a request slot. So no request holds a
+        slot while its project keeps it waiting: a slot that would idle while the other
+        projects' requests could go out (a whole cycle held hostage to one project). Each
+        project has at most one request waiting for a slot, so busy slots go round the
+        projects in turn.
+        """
+        if self._request_slots is None:
+            raise RuntimeError("AtlasClient used outside 'async with'")
+        group_id = _project_of(path)
+        async with self._project_turns.setdefault(group_id, asyncio.Lock()):
+            if respect_pause:
+                await self._respect_project_pause(method, path)
+            await self._pace(group_id)
+            await self._request_slots.acquire()
+        try:
+            yield
+        finally:
+            self._request_slots.release()
 
     def _note_rate_limit(self, path: str, headers: CIMultiDictProxy[str]) -> None:
         """Slow a project down while Atlas says its bucket runs low, before it answers 429.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -82,23 +83,50 @@ class PollResult:
         return Observation.failed(describe_failure(self.error))
 
 
-async def for_each_bounded(
-    items: Iterable[Item], concurrency: int, work: Callable[[Item], Awaitable[None]]
+async def for_each_by_project(
+    items: Iterable[Item],
+    project_of: Callable[[Item], str],
+    concurrency: int,
+    work: Callable[[Item], Awaitable[None]],
 ) -> None:
-    """Run ``work`` on every item with at most ``concurrency`` running at once.
+    """Run ``work`` on every item, each project's items in a lane of their own.
 
-    A fixed pool of workers shares one iterator, so a fleet of thousands never becomes
+    Atlas paces and throttles per project, and the client waits out a project's pace slot,
+    pause or back-off before it takes one of its ``poll.concurrency`` request slots. Were all
+    items one queue in config order, a project with more items than workers would keep every
+    worker waiting on its slots while the other projects sat idle: a cycle would take as long
+    as the projects' paced times added up. Here each project has workers of its own, its share
+    of ``concurrency`` by item count and at least one, so every project moves at its own pace
+    and one slow or throttled project never holds another's workers; a worker whose lane is
+    done helps the lane with the most items left per worker, so the cycle lasts as long as its
+    slowest project. The client's request slots bound what is in flight; the workers number
+    ``concurrency`` plus at most one per small project, so a fleet of thousands never becomes
     thousands of coroutines, and every task is owned by the TaskGroup (none is orphaned).
     """
-    pending = iter(items)
+    lanes: dict[str, deque[Item]] = {}
+    for item in items:
+        lanes.setdefault(project_of(item), deque()).append(item)
+    total = sum(map(len, lanes.values()))
+    workers_on: Counter[str] = Counter()
 
-    async def worker() -> None:
-        for item in pending:
-            await work(item)
+    def lane_to_help() -> str | None:
+        busy = [project for project, lane in lanes.items() if lane]
+        return max(
+            busy, key=lambda project: len(lanes[project]) / (workers_on[project] + 1), default=None
+        )
+
+    async def lane_worker(project: str | None) -> None:
+        while project is not None:
+            workers_on[project] += 1
+            while lanes[project]:
+                await work(lanes[project].popleft())
+            workers_on[project] -= 1
+            project = lane_to_help()
 
     async with asyncio.TaskGroup() as workers:
-        for _ in range(concurrency):
-            workers.create_task(worker())
+        for project, lane in lanes.items():
+            for _ in range(min(len(lane), max(1, concurrency * len(lane) // total))):
+                workers.create_task(lane_worker(project))
 
 
 async def poll_endpoints(
@@ -111,7 +139,7 @@ async def poll_endpoints(
         index, endpoint = indexed
         results[index] = await poll_endpoint(client, endpoint)
 
-    await for_each_bounded(enumerate(endpoints), concurrency, poll)
+    await for_each_by_project(enumerate(endpoints), lambda job: job[1].group_id, concurrency, poll)
     return [results[index] for index in range(len(endpoints))]
 
 
@@ -196,7 +224,7 @@ async def discover_endpoints(
         ]
 
     jobs = [(entry, provider) for entry in entries for provider in entry.cloud_providers]
-    await for_each_bounded(jobs, concurrency, discover)
+    await for_each_by_project(jobs, lambda job: job[0].group_id, concurrency, discover)
     return found
 
 
@@ -440,11 +468,17 @@ class Monitor:
             self._cycles_to_discovery = self.config.poll.discover_every_cycles
             await self._discover(client)
         self._cycles_to_discovery = max(0, self._cycles_to_discovery - 1)
-        await for_each_bounded(
-            self._service_keys, concurrency, lambda key: self._check_service(client, key)
+        await for_each_by_project(
+            self._service_keys,
+            lambda key: key.group_id,
+            concurrency,
+            lambda key: self._check_service(client, key),
         )
-        await for_each_bounded(
-            self._endpoints, concurrency, lambda endpoint: self._check(client, endpoint)
+        await for_each_by_project(
+            self._endpoints,
+            lambda endpoint: endpoint.group_id,
+            concurrency,
+            lambda endpoint: self._check(client, endpoint),
         )
         await self.save()
         duration = time.perf_counter() - started

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import queue
+import selectors
 import shutil
 import signal
 import socket
@@ -28,7 +29,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import aioresponses.core as aioresponses_core
@@ -39,6 +40,7 @@ from aioresponses import aioresponses
 from pydantic import SecretStr
 from yarl import URL
 
+from monitor import atlas as atlas_module
 from monitor.atlas import ApiKey, AtlasClient
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack
@@ -125,6 +127,52 @@ def events_in(logs: Iterable[Mapping[str, Any]], event: str) -> list[Mapping[str
 def alerts_in(logs: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
     """(name, alert, state) of every alert line, in order."""
     return [(line["name"], line["alert"], line["state"]) for line in events_in(logs, "alert")]
+
+
+class _TimeJumpingSelector(selectors.DefaultSelector):
+    """Never blocks: when nothing is ready, it moves its clock to the loop's next timer."""
+
+    def __init__(self, start: float) -> None:
+        super().__init__()
+        self.now = start
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or timeout == 0:
+            return ready
+        if timeout is None:
+            raise RuntimeError("virtual time: every task waits and no timer is left to fire")
+        self.now += timeout
+        return ready
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time: whenever every task waits, its clock jumps to the next
+    timer. Minutes of paced requests run in milliseconds, and every duration is exact, so
+    a test can assert a schedule without being a timed test."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._jumping = _TimeJumpingSelector(start)
+        super().__init__(self._jumping)
+
+    def time(self) -> float:
+        return self._jumping.now
+
+
+Result = TypeVar("Result")
+RunVirtually = Callable[[Awaitable[Result]], Result]
+
+
+@pytest.fixture
+def run_virtually(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunVirtually[Any]]:
+    """Runs a coroutine on a VirtualTimeLoop, with the Atlas client's monotonic clock (pacing,
+    project pauses) on the same virtual time. The test itself is a plain function."""
+    with asyncio.Runner(loop_factory=VirtualTimeLoop) as runner:
+        virtual_clock = SimpleNamespace(
+            monotonic=runner.get_loop().time, time=time.time, perf_counter=time.perf_counter
+        )
+        monkeypatch.setattr(atlas_module, "time", virtual_clock)
+        yield runner.run
 
 
 WriteConfig = Callable[..., Path]

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiohttp.typedefs import Handler
-from aioresponses import aioresponses
+from aioresponses import CallbackResult, aioresponses
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 from yarl import URL
@@ -47,6 +47,7 @@ from tests.conftest import (
     PRIVATE_KEY,
     PRIVATE_LINK_ID,
     PUBLIC_KEY,
+    RunVirtually,
     StartSimulator,
     unused_port,
 )
@@ -778,6 +779,51 @@ async def test_paced_requests_of_one_project_are_spaced_and_other_projects_are_n
     assert [round(delay, 1) for delay in sleeps.delays] == [1.0, 2.0]
     assert calls(atlas, "GET", ENDPOINT_URL) == 3
     assert calls(atlas, "GET", other_url) == 1
+
+
+def test_a_request_slot_is_taken_only_once_the_request_is_due(
+    make_client: MakeClient, atlas: aioresponses, run_virtually: RunVirtually[None]
+) -> None:
+    """One request slot, one request a second per project, answers 0.5 s late: one
+    project's GETs are due at 0, 1 and 2 s; another project's POST (add_missing) takes the
+    slot while the first project's next GET is not due, and its GET keeps its own project's
+    pace behind the POST."""
+    other = EndpointRef("6a1f3c9e2b7d4f0a8c5e1d3b", PRIVATE_LINK_ID, ENDPOINT_ID)
+    started: list[tuple[str, str, float]] = []
+    in_flight = [0]
+
+    def answer(method: str, ref: EndpointRef) -> Callable[..., Awaitable[CallbackResult]]:
+        async def late(url: URL, **kwargs: Any) -> CallbackResult:
+            started.append((method, ref.group_id, asyncio.get_running_loop().time() - 1000))
+            in_flight[0] += 1
+            assert in_flight[0] == 1
+            await asyncio.sleep(0.5)
+            in_flight[0] -= 1
+            return CallbackResult(payload=endpoint_body())
+
+        return late
+
+    atlas.get(ENDPOINT_URL, callback=answer("GET", REF), repeat=True)
+    atlas.post(f"{BASE}/api/atlas/v1.0{V1.endpoints_path(other)}", callback=answer("POST", other))
+    atlas.get(f"{BASE}/api/atlas/v1.0{V1.endpoint_path(other)}", callback=answer("GET", other))
+
+    async def requests() -> None:
+        client = make_client(max_requests_per_minute=60, max_connections=1, sleep=asyncio.sleep)
+        async with client:
+            await asyncio.gather(
+                *(client.get_interface_endpoint(REF) for _ in range(3)),
+                client.add_interface_endpoint(other),
+                client.get_interface_endpoint(other),
+            )
+
+    run_virtually(requests())  # VirtualTimeLoop's clock starts at 1000
+    assert started == [
+        ("GET", GROUP_ID, 0.0),  # the session's first exchange, alone
+        ("POST", other.group_id, 0.5),
+        ("GET", GROUP_ID, 1.0),
+        ("GET", other.group_id, 1.5),
+        ("GET", GROUP_ID, 2.0),
+    ]
 
 
 async def test_without_a_limit_nothing_is_paced(

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gzip
 import itertools
+import math
+import operator
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
+from aioresponses import CallbackResult, aioresponses
 from pydantic import SecretStr
 from structlog.testing import capture_logs
+from yarl import URL
 
 from monitor.alerts import AlertName
 from monitor.atlas import (
@@ -31,6 +40,7 @@ from tests.conftest import (
     PRIVATE_KEY,
     PRIVATE_LINK_ID,
     PUBLIC_KEY,
+    RunVirtually,
     StartSimulator,
     alerts_in,
     endpoint_entry,
@@ -465,3 +475,238 @@ async def test_discovery_runs_every_n_cycles_and_at_once_after_a_reload_changes_
     assert [entry["interface_endpoint_id"] for entry in events_in(logs, "endpoint_discovered")] == [
         endpoint_id(2)
     ]
+
+
+# Fair pacing across projects (issue 16), on virtual time: every duration below is exact.
+
+LATENCY = 0.02
+PER_MINUTE = 600
+SPACING = 60 / PER_MINUTE
+ENDPOINT_URLS = re.compile(r"^https://atlas\.test/api/atlas/v1\.0/groups/.*/interfaceEndpoints/")
+
+
+def project_id(number: int) -> str:
+    return f"{number + 1:024x}"
+
+
+@dataclass
+class VirtualAtlas:
+    """Atlas behind aioresponses on virtual time: every endpoint AVAILABLE after ``latency``
+    seconds. It records when each project's requests started and how many were in flight,
+    and can throttle a project by its answers' headers."""
+
+    latency: float = LATENCY
+    throttled: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
+    """Project -> (status, headers) of its answers (429 with Retry-After, RateLimit-*)."""
+    started: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    in_flight: int = 0
+    peak: int = 0
+
+    async def answer(self, url: URL, **kwargs: Any) -> CallbackResult:
+        parts = url.path.split("/")  # .../groups/{group}/privateEndpoint/.../{endpoint}
+        group_id, endpoint = parts[parts.index("groups") + 1], parts[-1]
+        self.started[group_id].append(asyncio.get_running_loop().time())
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await asyncio.sleep(self.latency)
+        finally:
+            self.in_flight -= 1
+        status, headers = self.throttled.get(group_id, (200, {}))
+        if status == 429:
+            del self.throttled[group_id]  # once, then the project is served again
+            return CallbackResult(status=429, payload={"error": 429}, headers=headers)
+        body = {"interfaceEndpointId": endpoint, "connectionStatus": "AVAILABLE"}
+        return CallbackResult(payload=body, headers=headers)
+
+    def finished(self, group_id: str) -> float:
+        """When the project's last answer arrived."""
+        return max(self.started[group_id]) + self.latency
+
+
+def fleet(sizes: list[int], order: str) -> list[dict[str, Any]]:
+    """Endpoints of projects 0, 1, ... with ``sizes[n]`` endpoints each, listed project after
+    project ("grouped"), round-robin ("interleaved") or the projects in reverse ("reversed")."""
+    projects = [
+        [
+            endpoint_entry(
+                group_id=project_id(number), interface_endpoint_id=endpoint_id(number * 1000 + i)
+            )
+            for i in range(size)
+        ]
+        for number, size in enumerate(sizes)
+    ]
+    if order == "interleaved":
+        rounds = itertools.zip_longest(*projects)
+        return [entry for entry in itertools.chain.from_iterable(rounds) if entry is not None]
+    if order == "reversed":
+        projects.reverse()
+    return list(itertools.chain.from_iterable(projects))
+
+
+async def timed_cycle(entries: list[dict[str, Any]], concurrency: int, **atlas: Any) -> float:
+    """One cycle of a Monitor over ``entries``, paced at PER_MINUTE; its virtual duration."""
+    settings = settings_for(
+        "https://atlas.test",
+        endpoints=entries,
+        poll={"concurrency": concurrency, "max_requests_per_minute": PER_MINUTE},
+        atlas={"timeout_seconds": 30, "max_retries": 2, **atlas},
+    )
+    loop = asyncio.get_running_loop()
+    async with monitoring(settings) as (monitor, client):
+        started = loop.time()
+        await monitor.run_cycle(client)
+        return loop.time() - started
+
+
+def paced_time(endpoints: int) -> float:
+    """What pacing alone makes a project of ``endpoints`` take: its last request is due
+    (n - 1) spacings after its first; the latency of that one and of the session's first
+    exchange (which runs alone, for the Digest challenge) come on top."""
+    return (endpoints - 1) * SPACING + 2 * LATENCY
+
+
+def cycle_bound(endpoints: int) -> float:
+    """Issue 16's promise: 1.1 x the slowest project's paced time, plus latency."""
+    return 1.1 * endpoints * SPACING + LATENCY
+
+
+def test_workers_whose_project_is_done_help_the_others(
+    run_virtually: RunVirtually[float], mocked_atlas: aioresponses
+) -> None:
+    """Answers 2 s late: the request slots, not pacing, bind. The large project's own share
+    of workers, 9 of 10, would need 11 rounds of 2 s for its 99 requests after the session's
+    first exchange and the small projects' round; with the small ones' workers helping once
+    they are done, every slot stays busy."""
+    atlas = VirtualAtlas(latency=2.0)
+    mocked_atlas.get(ENDPOINT_URLS, callback=atlas.answer, repeat=True)
+    cycle = run_virtually(timed_cycle(fleet([100] + [1] * 10, "grouped"), concurrency=10))
+    assert atlas.peak == 10
+    own_share_alone = 2.0 + 2.0 + math.ceil(99 / 9) * 2.0
+    assert cycle < own_share_alone
+
+
+@pytest.mark.parametrize(
+    ("sizes", "order"),
+    [
+        ([100, 100, 100], "grouped"),
+        ([100] + [5] * 40, "grouped"),
+        ([100] + [5] * 40, "reversed"),
+        ([10] * 50 + [100], "grouped"),
+    ],
+    ids=["3-large-grouped", "large-first", "large-last", "large-after-50-small"],
+)
+def test_a_paced_cycle_lasts_as_long_as_its_slowest_project_in_any_config_order(
+    run_virtually: RunVirtually[float],
+    mocked_atlas: aioresponses,
+    sizes: list[int],
+    order: str,
+) -> None:
+    atlas = VirtualAtlas()
+    mocked_atlas.get(ENDPOINT_URLS, callback=atlas.answer, repeat=True)
+    cycle = run_virtually(timed_cycle(fleet(sizes, order), concurrency=25))
+    assert (max(sizes) - 1) * SPACING <= cycle <= cycle_bound(max(sizes))
+    # Pacing still holds: no project starts more than its share in any second.
+    for starts in atlas.started.values():
+        assert max(starts_within_a_second(starts)) <= PER_MINUTE / 60 + 1
+    assert atlas.peak <= 25
+
+
+def test_grouped_and_interleaved_configs_take_the_same_time(
+    run_virtually: RunVirtually[float], mocked_atlas: aioresponses
+) -> None:
+    mocked_atlas.get(ENDPOINT_URLS, callback=VirtualAtlas().answer, repeat=True)
+    grouped = run_virtually(timed_cycle(fleet([100, 100, 100], "grouped"), concurrency=25))
+    interleaved = run_virtually(timed_cycle(fleet([100, 100, 100], "interleaved"), concurrency=25))
+    assert grouped == pytest.approx(interleaved, abs=1e-6)
+    assert grouped == pytest.approx(paced_time(100), abs=1e-6)
+
+
+def test_requests_in_flight_never_exceed_the_concurrency_across_projects(
+    run_virtually: RunVirtually[float], mocked_atlas: aioresponses
+) -> None:
+    # 30 projects whose first requests are all due at once, answers 1 s late.
+    atlas = VirtualAtlas(latency=1.0)
+    mocked_atlas.get(ENDPOINT_URLS, callback=atlas.answer, repeat=True)
+    cycle = run_virtually(timed_cycle(fleet([3] * 30, "grouped"), concurrency=4))
+    assert atlas.peak == 4
+    assert sum(map(len, atlas.started.values())) == 90
+    assert cycle == pytest.approx(1.0 + 90 / 4 * 1.0, abs=1.0)  # the slots, not pacing, bind
+
+
+def starts_within_a_second(starts: list[float]) -> list[int]:
+    """For each request, how many of the project's requests started in the second from it."""
+    return [bisect.bisect_left(starts, start + 1.0 - 1e-6) - k for k, start in enumerate(starts)]
+
+
+def gaps(starts: list[float]) -> list[float]:
+    return list(map(operator.sub, starts[1:], starts))
+
+
+def cycle_beside_a_throttled_project(
+    run_virtually: RunVirtually[float],
+    mocked_atlas: aioresponses,
+    answer: tuple[int, dict[str, str]],
+) -> list[float]:
+    """Project 0, listed first with as many endpoints as there are request slots, gets
+    ``answer``; projects 1 and 2 must still finish in their paced time, as the throttled
+    project no longer holds every slot while it waits. Returns project 0's request starts."""
+    throttled = project_id(0)
+    atlas = VirtualAtlas(throttled={throttled: answer})
+    mocked_atlas.get(ENDPOINT_URLS, callback=atlas.answer, repeat=True)
+    cycle = run_virtually(timed_cycle(fleet([40, 40, 40], "grouped"), concurrency=10))
+    for other in (project_id(1), project_id(2)):
+        assert atlas.finished(other) - min(atlas.started[other]) <= paced_time(40) + 1e-6
+    starts = atlas.started[throttled]
+    assert len(starts) == 40 + (answer[0] == 429)
+    assert cycle == pytest.approx(atlas.finished(throttled) - starts[0])
+    return starts
+
+
+def test_a_project_paused_by_a_429_waits_alone(
+    run_virtually: RunVirtually[float], mocked_atlas: aioresponses
+) -> None:
+    first, *rest = cycle_beside_a_throttled_project(
+        run_virtually, mocked_atlas, (429, {"Retry-After": "30"})
+    )
+    assert min(rest) >= first + LATENCY + 30 - 1e-6  # the pause holds for the whole project
+    assert min(gaps(rest)) >= SPACING - 1e-6
+
+
+def test_a_project_slowed_by_its_ratelimit_headers_slows_down_alone(
+    run_virtually: RunVirtually[float], mocked_atlas: aioresponses
+) -> None:
+    low = {"RateLimit-Limit": "60", "RateLimit-Remaining": "1"}
+    starts = cycle_beside_a_throttled_project(run_virtually, mocked_atlas, (200, low))
+    # The second request's slot was set before the first answer told of the low bucket.
+    assert min(gaps(starts[1:])) >= 60 / 60 - 1e-6
+
+
+async def test_over_real_sockets_a_large_project_listed_first_does_not_hold_up_the_others(
+    start_simulator: StartSimulator,
+) -> None:
+    """Against the simulator, 120 requests a minute per project and two request slots: the
+    first project's third endpoint is due 1 s into the cycle, the other projects' second
+    ones after 0.5 s. Handed out in config order, both slots waited on the first project."""
+    large, *others = (
+        [
+            endpoint_entry(
+                group_id=project_id(project),
+                interface_endpoint_id=endpoint_id(project * 10 + index),
+                name=f"p{project}-{index}",
+            )
+            for index in range(size)
+        ]
+        for project, size in enumerate([3, 2, 2])
+    )
+    entries = [*large, *itertools.chain.from_iterable(others)]
+    _, url = await start_simulator(Scenario(endpoints=[simulated(entry) for entry in entries]))
+    settings = settings_for(
+        url, endpoints=entries, poll={"concurrency": 2, "max_requests_per_minute": 120}
+    )
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            await asyncio.wait_for(monitor.run_cycle(client), 10)
+    seen = [line["name"] for line in events_in(logs, "endpoint_status_changed")]
+    assert sorted(seen) == sorted(entry["name"] for entry in entries)
+    assert seen[-1].startswith("p0-"), seen  # the others were done before its third
