@@ -9,10 +9,10 @@ import contextlib
 import html
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client.exposition import choose_encoder
 
 from monitor import __version__
@@ -198,18 +198,25 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     openmetrics = content_type.startswith("application/openmetrics-text")
     exposition = request.app[MONITOR].metrics.render(openmetrics=openmetrics)
     response = web.StreamResponse(headers={"Content-Type": content_type, "Vary": "Accept-Encoding"})
-    if not _accepts_gzip(request):
-        await response.prepare(request)
-        for chunk in exposition.chunks():
-            await response.write(chunk)  # waits only when the socket's buffer is full
-        await response.write_eof()
-        return response
-    response.headers["Content-Encoding"] = "gzip"
+    # HEAD gets the headers a GET would, Content-Length included and no body: aiohttp would
+    # send a StreamResponse's body even to HEAD, putting a keep-alive connection out of step.
+    headers_only = request.method == hdrs.METH_HEAD
+    chunks: Iterable[bytes]
+    if _accepts_gzip(request):
+        response.headers["Content-Encoding"] = "gzip"
+        # One hand-off to a thread for the whole body: under load every await waits its turn
+        # on the event loop behind the polls, so a scrape made of many would take many turns.
+        compressed = await asyncio.get_running_loop().run_in_executor(None, exposition.gzip)
+        response.content_length = len(compressed)
+        chunks = (compressed,)
+    else:
+        chunks = exposition.chunks()
+        if headers_only:
+            response.content_length = sum(len(chunk) for chunk in chunks)
     await response.prepare(request)
-    # One hand-off to a thread for the whole body: under load every await waits its turn on
-    # the event loop behind the polls, so a scrape made of many would take many turns.
-    compressed = await asyncio.get_running_loop().run_in_executor(None, exposition.gzip)
-    await response.write(compressed)
+    if not headers_only:
+        for chunk in chunks:
+            await response.write(chunk)  # waits only when the socket's buffer is full
     await response.write_eof()
     return response
 
