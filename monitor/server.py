@@ -261,8 +261,18 @@ async def start_daemon(
     app = create_app(settings, load=load)
     url = await serve_on_stack(services, app, server.host, server.port)
     loop = asyncio.get_running_loop()
+    before = signal.getsignal(signal.SIGHUP)
     loop.add_signal_handler(signal.SIGHUP, app[RUNTIME].reload_in_background, "SIGHUP")
-    services.callback(loop.remove_signal_handler, signal.SIGHUP)
+
+    def stop_reloading_on_sighup() -> None:
+        # remove_signal_handler restores SIGHUP's default action, which would let a SIGHUP
+        # during shutdown kill the daemon (exit 129): give back what was there instead (the
+        # entry point's SIG_IGN, see monitor.__main__).
+        loop.remove_signal_handler(signal.SIGHUP)
+        if before is not None:
+            signal.signal(signal.SIGHUP, before)
+
+    services.callback(stop_reloading_on_sighup)
     log.info(
         "monitor_started",
         url=url,

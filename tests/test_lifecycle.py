@@ -7,7 +7,9 @@ deadline); only 127.0.0.1 is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import signal
 import socket
 import time
@@ -340,4 +342,50 @@ def test_a_second_signal_after_stopped_is_logged_still_exits_0(
 
     lines = daemon.all_output()
     assert exit_code == 0, f"exit {exit_code} after a second {second.name}; output: {lines}"
+    assert_clean_shutdown(lines, "SIGTERM")
+
+
+def handles_sighup(pid: int) -> bool:
+    """Whether SIGHUP no longer has its default (fatal) action in ``pid``: ignored or caught,
+    as /proc/PID/status's signal masks say."""
+    masks = {}
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        name, _, value = line.partition(":")
+        if name in ("SigIgn", "SigCgt"):
+            masks[name] = int(value, 16)
+    return bool((masks["SigIgn"] | masks["SigCgt"]) & (1 << (signal.SIGHUP - 1)))
+
+
+def test_sighups_from_the_first_moments_of_start_up_never_kill_the_daemon(
+    tmp_path: Path, children: Callable[..., Process]
+) -> None:
+    """A SIGHUP sent while the program is still importing (about a second) used to hit the
+    default action and end it with 129. The entry point ignores SIGHUP before the imports,
+    so from the moment /proc shows that, a SIGHUP every 20 ms until `monitor_started` (and
+    a few after, which reload) leaves a daemon that stops on SIGTERM with 0."""
+    document = config_document(
+        atlas={"base_url": f"http://127.0.0.1:{unused_port()}", "max_retries": 0},
+        poll={"interval_seconds": 60, "max_requests_per_minute": None},
+        server={"host": "127.0.0.1", "port": unused_port()},
+    )
+    daemon = children(["run", "--config", str(write_yaml(tmp_path / "config.yaml", document))])
+    pid = daemon.popen.pid
+    wait_until(lambda: handles_sighup(pid), "SIGHUP ignored or caught", timeout=5)
+    sent_before_start = 0
+    deadline = time.monotonic() + 30
+    while not any(is_event("monitor_started")(line) for line in daemon.seen):
+        assert time.monotonic() < deadline, f"no monitor_started: {daemon.seen}"
+        assert daemon.popen.poll() is None, f"died: {daemon.popen.returncode} {daemon.seen}"
+        daemon.popen.send_signal(signal.SIGHUP)
+        sent_before_start += 1
+        with contextlib.suppress(queue.Empty):
+            daemon.seen.append(daemon.lines.get(timeout=0.02))
+    for _ in range(5):
+        daemon.popen.send_signal(signal.SIGHUP)
+    daemon.wait_for_line(is_event("config_reloaded"))
+
+    exit_code, _ = stop_and_time(daemon, signal.SIGTERM)
+    lines = daemon.all_output()
+    assert sent_before_start >= 5, "the start-up was over before the SIGHUPs began"
+    assert exit_code == 0, lines
     assert_clean_shutdown(lines, "SIGTERM")
