@@ -14,6 +14,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor
 
+from monitor.log_output import LineHandler, LineLogger, LogOutput
+
 REDACTED = "**********"
 
 
@@ -55,7 +57,7 @@ class _SecretMasker:
         return text
 
 
-class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _OurHandler(LineHandler):
     """Marks the handler this module installs, so reconfiguring replaces only it."""
 
 
@@ -83,7 +85,7 @@ def configure_logging(
     global _masker
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     _masker = _SecretMasker(secrets)
-    output = stream or sys.stdout
+    output = LogOutput(stream or sys.stdout)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -99,7 +101,7 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=output),
+        logger_factory=lambda *_: LineLogger(output),
         cache_logger_on_first_use=False,
     )
     handler = _OurHandler(output)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -27,6 +27,7 @@ from monitor import __version__
 from monitor.alerts import ENDPOINT_ALERTS, AlertName
 from monitor.atlas import ENDPOINT_STATUSES, SERVICE_STATUSES, ConnectionStatus, EndpointRef
 from monitor.config import EndpointConfig
+from monitor.log_output import write_errors
 from monitor.state import EndpointState, ServiceKey, ServiceState
 
 ADD_RESULTS = ("added", "dry_run", "failed")
@@ -571,9 +572,16 @@ class MonitorMetrics:
         )
         self.alerts = Counter(
             "atlas_monitor_alerts",
-            "Firing alert lines emitted.",
+            "Firing alerts decided, whether or not their line could be written to the log.",
             ["alert"],
             registry=self._own,
+        )
+        self._own.register(
+            _ProcessCounter(
+                "atlas_monitor_log_write_errors",
+                "Log lines (alerts included) lost because the log output refused them.",
+                write_errors,
+            )
         )
         self.endpoints_added = Counter(
             "atlas_monitor_endpoints_added",
@@ -747,3 +755,19 @@ class _OptionalGauge(Collector):
         if value is not None:
             family.add_metric([], value)
         yield family
+
+
+class _ProcessCounter(Collector):
+    """A counter kept for the whole process rather than by one daemon's registry (the log
+    output is the process'), read at each scrape."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())

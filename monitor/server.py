@@ -18,6 +18,7 @@ from prometheus_client.exposition import choose_encoder
 from monitor import __version__
 from monitor.config import ConfigError, Settings, load_settings
 from monitor.lifecycle import serve_on_stack
+from monitor.log_output import failing_reason
 from monitor.logs import mask_secret
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, PollScheduler, build_client
@@ -234,9 +235,14 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if request.app[MONITOR].ready:
-        return web.Response(text="ready\n")
-    return web.Response(status=503, text="first poll cycle not completed yet\n")
+    """Ready once the first cycle completed, and only while alert lines can be written: an
+    orchestrator should notice a daemon whose alerts go nowhere (see monitor.log_output)."""
+    if not request.app[MONITOR].ready:
+        return web.Response(status=503, text="first poll cycle not completed yet\n")
+    log_failure = failing_reason()
+    if log_failure is not None:
+        return web.Response(status=503, text=f"log lines cannot be written: {log_failure}\n")
+    return web.Response(text="ready\n")
 
 
 async def _landing_page(request: web.Request) -> web.Response:

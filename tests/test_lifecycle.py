@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import queue
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +26,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
+    MONITOR_PROGRAM,
     WARNINGS_ENV,
     Process,
     config_document,
@@ -389,3 +392,114 @@ def test_sighups_from_the_first_moments_of_start_up_never_kill_the_daemon(
     assert sent_before_start >= 5, "the start-up was over before the SIGHUPs began"
     assert exit_code == 0, lines
     assert_clean_shutdown(lines, "SIGTERM")
+
+
+def sample_value(metrics_text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return None
+
+
+def metrics_when_served(url: str) -> str | None:
+    """The daemon's /metrics text, or None while it does not listen yet."""
+    try:
+        status, _, text = http_get(f"{url}/metrics")
+    except (urllib.error.URLError, ConnectionError):
+        return None
+    return text if status == 200 else None
+
+
+@contextlib.contextmanager
+def dead_stdout(kind: str) -> Iterator[int]:
+    """A descriptor for a child's stdout that refuses every write: a pipe whose reader has
+    gone (as `| head -1` leaves it: EPIPE) or /dev/full (a full disk: ENOSPC)."""
+    if kind == "closed-pipe":
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+    else:
+        write_end = os.open("/dev/full", os.O_WRONLY)
+    try:
+        yield write_end
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("stdout", ["closed-pipe", "dev-full"])
+def test_a_dead_stdout_loses_log_lines_but_never_alerts_state_or_the_daemon(
+    tmp_path: Path, children: Callable[..., Process], stdout: str
+) -> None:
+    """Every cycle has lines to write (a REJECTED endpoint's alert, the cycle summary) and
+    none can be: still the daemon starts, polls, counts the alert it decided, keeps `up` and
+    the last success fresh, reports the lost lines on stderr once and in a counter, answers
+    /readyz 503 saying why, and stops on SIGTERM with 0."""
+    entry = endpoint_entry()
+    scenario = write_yaml(
+        tmp_path / "scenario.yaml", {"endpoints": [{**entry, "status": "REJECTED"}]}
+    )
+    simulator = children(["simulate", "--port", "0", "--scenario", str(scenario)])
+    atlas_url = json.loads(simulator.wait_for_line(is_event("simulator_started")))["url"]
+    port = unused_port()
+    config = write_yaml(
+        tmp_path / "config.yaml",
+        config_document(
+            atlas={"base_url": atlas_url, "max_retries": 0},
+            poll={"interval_seconds": 0.5, "max_requests_per_minute": None},
+            server={"host": "127.0.0.1", "port": port},
+            endpoints=[entry],
+        ),
+    )
+    url = f"http://127.0.0.1:{port}"
+    stderr_path = tmp_path / "stderr.txt"
+    with dead_stdout(stdout) as out, stderr_path.open("w") as err:
+        daemon = subprocess.Popen(
+            [*MONITOR_PROGRAM, "run", "--config", str(config)],
+            stdout=out,
+            stderr=err,
+            env=subprocess_env(**WARNINGS_ENV),
+        )
+    try:
+        texts: list[str] = []
+
+        def after_cycles(count: int) -> bool:
+            text = metrics_when_served(url)
+            if text is None or sample_value(text, "atlas_interface_endpoint_up") != 1:
+                return False
+            texts.append(text)
+            return len(texts) >= count
+
+        wait_until(lambda: after_cycles(1), "an answered poll", timeout=20)
+        first_success = sample_value(
+            texts[-1], "atlas_interface_endpoint_last_success_timestamp_seconds"
+        )
+        wait_until(
+            lambda: (
+                after_cycles(2)
+                and sample_value(
+                    texts[-1], "atlas_interface_endpoint_last_success_timestamp_seconds"
+                )
+                != first_success
+            ),
+            "a later cycle's answer",
+        )
+        ready = http_get(f"{url}/readyz")
+        health = http_get(f"{url}/healthz")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        exit_code = daemon.wait(timeout=10)
+    metrics = texts[-1]
+    errors = stderr_path.read_text(encoding="utf-8")
+    assert exit_code == 0, errors
+    assert health[0] == 200
+    assert ready[0] == 503
+    assert ready[2].startswith("log lines cannot be written: "), ready
+    assert sample_value(metrics, "atlas_monitor_alerts_total", alert="rejected") == 1
+    assert sample_value(metrics, "atlas_interface_endpoint_alert_firing", alert="rejected") == 1
+    lost = sample_value(metrics, "atlas_monitor_log_write_errors_total")
+    assert lost is not None
+    assert lost >= 3  # monitor_started, the alert, a cycle summary at least
+    reports = [line for line in errors.splitlines() if "cannot write log lines" in line]
+    assert len(reports) == 1, errors
+    for debris in ("Traceback", "Exception ignored", "cannot listen"):
+        assert debris not in errors, errors
