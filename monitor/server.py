@@ -22,6 +22,7 @@ from monitor.log_output import failing_reason
 from monitor.logs import mask_secret
 from monitor.metrics import MonitorMetrics
 from monitor.poller import Monitor, PollScheduler, build_client
+from monitor.reloads import STOPPING, ReloadQueue, in_daemon_thread
 
 log = structlog.get_logger(__name__)
 
@@ -58,8 +59,9 @@ class Runtime:
         self._monitor = monitor
         self._clock = clock
         self._polling: contextlib.AsyncExitStack | None = None
-        self._lock = asyncio.Lock()
-        self._background: set[asyncio.Task[list[str]]] = set()
+        self._reloads = ReloadQueue(self._reload_now)
+        self._parsing: asyncio.Future[Settings] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         polling = contextlib.AsyncExitStack()
@@ -72,11 +74,14 @@ class Runtime:
         self._polling = polling
 
     async def stop(self) -> None:
-        """Let reloads under way finish, then stop the scheduler and close the session."""
-        if self._background:
-            await asyncio.wait(self._background)
-        async with self._lock:
-            await self._stop_polling()
+        """Stop the scheduler and close the session; a stop wins over reloads: those
+        waiting are dropped, a config parse under way is abandoned (its thread finishes
+        alone), and only a reload already being applied (quick) is let finish."""
+        self._stopping = True
+        if self._parsing is not None:
+            self._parsing.cancel()
+        await self._reloads.close()
+        await self._stop_polling()
 
     async def _stop_polling(self) -> None:
         polling, self._polling = self._polling, None
@@ -84,26 +89,38 @@ class Runtime:
             await polling.aclose()
 
     def reload_in_background(self, trigger: str) -> None:
-        """For a signal handler, which cannot await."""
-        task = asyncio.create_task(self.reload(trigger))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """For a signal handler, which cannot await; the outcome is logged."""
+        self._reloads.request(trigger)
 
     async def reload(self, trigger: str) -> list[str]:
-        """Re-read the settings and apply them; returns the problems that kept the old ones."""
-        async with self._lock:
-            if self._polling is None:
-                return ["the daemon is not running"]
-            try:
-                new = self._load()
-            except ConfigError as error:
-                self._monitor.metrics.config_rejected()
-                log.error("config_reload_failed", trigger=trigger, problems=error.problems)
-                return error.problems
-            await self._apply(new, trigger)
-            return []
+        """Re-read the settings and apply them; returns the problems that kept the old ones.
+        Requests made while a reload runs share the next one (see monitor.reloads)."""
+        return await asyncio.shield(self._reloads.request(trigger))
 
-    async def _apply(self, new: Settings, trigger: str) -> None:
+    async def _reload_now(self, trigger: str, requests: int) -> list[str]:
+        if self._polling is None:
+            return ["the daemon is not running"]
+        # Parsing 10,000 endpoints takes seconds: off the event loop, so /healthz, scrapes
+        # and polls go on meanwhile.
+        self._parsing = in_daemon_thread(self._load)
+        try:
+            new = await self._parsing
+        except ConfigError as error:
+            self._monitor.metrics.config_rejected()
+            log.error(
+                "config_reload_failed", trigger=trigger, requests=requests, problems=error.problems
+            )
+            return error.problems
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            return [STOPPING]
+        finally:
+            self._parsing = None
+        await self._apply(new, trigger, requests)
+        return []
+
+    async def _apply(self, new: Settings, trigger: str, requests: int) -> None:
         old = self.settings
         restart = (new.config.atlas, new.config.poll, new.credentials) != (
             old.config.atlas,
@@ -124,6 +141,7 @@ class Runtime:
         log.info(
             "config_reloaded",
             trigger=trigger,
+            requests=requests,
             endpoints=len(new.config.endpoints),
             polling_restarted=restart,
         )
