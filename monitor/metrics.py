@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +26,14 @@ from prometheus_client.utils import floatToGoString
 
 from monitor import __version__
 from monitor.alerts import ENDPOINT_ALERTS, AlertName
-from monitor.atlas import ENDPOINT_STATUSES, SERVICE_STATUSES, ConnectionStatus, EndpointRef
+from monitor.atlas import (
+    ENDPOINT_STATUSES,
+    LOCAL_RESOURCE_ERRNOS,
+    SERVICE_STATUSES,
+    ConnectionStatus,
+    EndpointRef,
+    LocalResourceError,
+)
 from monitor.config import EndpointConfig
 from monitor.log_output import write_errors
 from monitor.state import EndpointState, ServiceKey, ServiceState
@@ -583,6 +591,13 @@ class MonitorMetrics:
                 write_errors,
             )
         )
+        self.local_errors = Counter(
+            "atlas_monitor_local_errors",
+            "Requests to Atlas not sent because this host was out of a resource (cause: the "
+            "errno, e.g. EMFILE); they never count towards the unreachable alert.",
+            ["cause"],
+            registry=self._own,
+        )
         self.endpoints_added = Counter(
             "atlas_monitor_endpoints_added",
             "Add-on-missing outcomes.",
@@ -601,11 +616,18 @@ class MonitorMetrics:
             self.alerts.labels(alert.value)
         for result in ADD_RESULTS:
             self.endpoints_added.labels(result)
+        for number in LOCAL_RESOURCE_ERRNOS:
+            self.local_errors.labels(errno.errorcode[number])
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         """The Atlas client's observer: every exchange on the wire lands here."""
         self.api_requests.labels(method, code).inc()
         self.api_request_duration.labels(method).observe(seconds)
+
+    def count_local_error(self, error: BaseException | None) -> None:
+        """Count ``error`` if it is a local resource shortage (see LocalResourceError)."""
+        if isinstance(error, LocalResourceError):
+            self.local_errors.labels(error.cause).inc()
 
     def config_loaded(self, at: float) -> None:
         self.config_reload_successful.set(1)
