@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Iterator
 import structlog
 from aiohttp import web
 
+from monitor.connection_guard import KEEPALIVE_TIMEOUT_SECONDS, ConnectionGuard, connection_cap
+
 log = structlog.get_logger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -57,15 +59,25 @@ def stop_signal_received() -> Iterator[asyncio.Future[signal.Signals]]:
                 signal.signal(sig, signal.SIG_IGN)
 
 
-async def serve_app(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def serve_app(
+    app: web.Application, host: str, port: int, *, atlas_connections: int = 0
+) -> web.AppRunner:
     """Run the app's startup hooks and listen; the caller must ``await runner.cleanup()``.
 
+    Its connections are capped and timed out so that they leave ``atlas_connections``
+    descriptors to the app's own Atlas polls (see monitor.connection_guard).
     Raises ListenError (after cleaning up) when the address cannot be bound.
     """
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
     )
     await runner.setup()
+    assert runner.server is not None  # set up above
+    ConnectionGuard(runner.server, connection_cap(atlas_connections))
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as error:
@@ -108,9 +120,14 @@ async def serve_until_stopped(start: StartServices) -> int:
 
 
 async def serve_on_stack(
-    services: contextlib.AsyncExitStack, app: web.Application, host: str, port: int
+    services: contextlib.AsyncExitStack,
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    atlas_connections: int = 0,
 ) -> str:
     """``serve_app`` whose cleanup runs when ``services`` closes; returns the base URL."""
-    runner = await serve_app(app, host, port)
+    runner = await serve_app(app, host, port, atlas_connections=atlas_connections)
     services.push_async_callback(runner.cleanup)
     return bound_url(runner)

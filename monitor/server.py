@@ -295,7 +295,9 @@ async def start_daemon(
     """Serve the daemon on the configured address, reloading on SIGHUP; returns its URL."""
     server = settings.config.server
     app = create_app(settings, load=load)
-    url = await serve_on_stack(services, app, server.host, server.port)
+    url = await serve_on_stack(
+        services, app, server.host, server.port, atlas_connections=settings.config.poll.concurrency
+    )
     loop = asyncio.get_running_loop()
     before = signal.getsignal(signal.SIGHUP)
     loop.add_signal_handler(signal.SIGHUP, app[RUNTIME].reload_in_background, "SIGHUP")
