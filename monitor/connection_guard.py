@@ -11,8 +11,9 @@ connections (aiohttp keeps an idle one for an hour by default) used to take them
   the moment a connection is accepted, so one setting covers both);
 - the listener holds at most ``connection_cap`` connections, which leaves the polls and
   the process' own files their descriptors; a new connection beyond it closes the oldest
-  one (at once when it is idle or still sending headers, after its response when it is
-  being answered), so a flood of idle connections cannot lock out a health probe;
+  one not being answered (idle, or still sending its headers), so a flood of idle
+  connections cannot lock out a health probe; only when all are being answered is the
+  new one refused;
 - asyncio's accept error is logged once per episode, not per attempt.
 """
 
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import resource
-import weakref
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
 log = structlog.get_logger(__name__)
@@ -53,19 +55,38 @@ def connection_cap(atlas_connections: int, descriptor_limit: int | None = None) 
 
 
 class ConnectionGuard:
-    """Caps one aiohttp server's connections and reports the loop's accept errors."""
+    """Caps one aiohttp server's connections and reports the loop's accept errors.
 
-    def __init__(self, server: web.Server, cap: int) -> None:
+    Its ``middleware`` (added to the app before it is frozen) tells connections being
+    answered from idle ones, so that only an idle one (or one still sending its headers)
+    is closed to make room; when every one is being answered, the new one is refused.
+    """
+
+    def __init__(self, cap: int) -> None:
         self._cap = cap
-        self._server = server
-        self._closing: weakref.WeakSet[RequestHandler] = weakref.WeakSet()
+        self._answering: set[RequestHandler] = set()
+        self._closing: set[RequestHandler] = set()
+        """Connections closed to make room that may not have gone yet."""
         self._accept_failures = 0
-        self.evicted = 0
+        self.closed_for_room = 0
+        self._default_handler: Callable[..., object] | None = None
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        connection = request.protocol
+        self._answering.add(connection)
+        try:
+            return await handler(request)
+        finally:
+            self._answering.discard(connection)
+
+    def watch(self, server: web.Server) -> None:
+        """Apply the cap to ``server``'s connections, and take over the loop's reports."""
         register = server.connection_made
 
         def connection_made(handler: RequestHandler, transport: asyncio.Transport) -> None:
             register(handler, transport)
-            self._admitted()
+            self._admitted(server.connections)
 
         # aiohttp's Server offers no hook of its own for a new connection.
         server.connection_made = connection_made  # type: ignore[method-assign]
@@ -73,24 +94,25 @@ class ConnectionGuard:
         self._default_handler = loop.get_exception_handler()
         loop.set_exception_handler(self._on_loop_exception)
 
-    def _admitted(self) -> None:
+    def _admitted(self, connections: list[RequestHandler]) -> None:
+        """``connections`` (oldest first) has a new one at the end: make room if needed."""
         if self._accept_failures:
             log.info("listener_accepting_again", failed_accepts=self._accept_failures)
             self._accept_failures = 0
-        open_connections = [
-            connection for connection in self._server.connections if connection not in self._closing
-        ]  # oldest first
-        if len(open_connections) <= self._cap:
+        self._closing.intersection_update(connections)
+        staying = [connection for connection in connections if connection not in self._closing]
+        if len(staying) <= self._cap:
             return
-        oldest = open_connections[0]
-        self._closing.add(oldest)
-        oldest.close()  # idle or sending headers: now; being answered: after its response
-        self.evicted += 1
-        if self.evicted == 1 or self.evicted % 1000 == 0:
+        idle = [connection for connection in staying if connection not in self._answering]
+        victim = idle[0] if idle else staying[-1]
+        self._closing.add(victim)
+        victim.force_close()
+        self.closed_for_room += 1
+        if self.closed_for_room == 1 or self.closed_for_room % 1000 == 0:
             log.warning(
                 "listener_connection_cap_reached",
                 cap=self._cap,
-                oldest_connections_closed=self.evicted,
+                connections_closed=self.closed_for_room,
             )
 
     def _on_loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:

@@ -68,6 +68,8 @@ async def serve_app(
     descriptors to the app's own Atlas polls (see monitor.connection_guard).
     Raises ListenError (after cleaning up) when the address cannot be bound.
     """
+    guard = ConnectionGuard(connection_cap(atlas_connections))
+    app.middlewares.append(guard.middleware)
     runner = web.AppRunner(
         app,
         access_log=None,
@@ -77,7 +79,7 @@ async def serve_app(
     )
     await runner.setup()
     assert runner.server is not None  # set up above
-    ConnectionGuard(runner.server, connection_cap(atlas_connections))
+    guard.watch(runner.server)
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as error:
