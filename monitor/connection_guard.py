@@ -14,13 +14,15 @@ connections (aiohttp keeps an idle one for an hour by default) used to take them
   one not being answered (idle, or still sending its headers), so a flood of idle
   connections cannot lock out a health probe; only when all are being answered is the
   new one refused;
-- asyncio's accept error is logged once per episode, not per attempt.
+- asyncio's accept error is logged once a minute at most (with how many there were), not
+  per attempt.
 """
 
 from __future__ import annotations
 
 import asyncio
 import resource
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +41,7 @@ listening sockets, the state file, resolver and executor threads, a config being
 MAX_CONNECTIONS = 4096
 """However high the descriptor limit: an exporter has no use for more connections."""
 MIN_CONNECTIONS = 16
+ACCEPT_REPORT_SECONDS = 60.0
 ACCEPT_OUT_OF_RESOURCES = "socket.accept() out of system resource"
 """The message of asyncio's accept loop for EMFILE, ENFILE, ENOBUFS and ENOMEM."""
 
@@ -68,6 +71,8 @@ class ConnectionGuard:
         self._closing: set[RequestHandler] = set()
         """Connections closed to make room that may not have gone yet."""
         self._accept_failures = 0
+        """Since the last listener_out_of_resources line."""
+        self._last_report: float | None = None
         self.closed_for_room = 0
         self._default_handler: Callable[..., object] | None = None
 
@@ -96,9 +101,6 @@ class ConnectionGuard:
 
     def _admitted(self, connections: list[RequestHandler]) -> None:
         """``connections`` (oldest first) has a new one at the end: make room if needed."""
-        if self._accept_failures:
-            log.info("listener_accepting_again", failed_accepts=self._accept_failures)
-            self._accept_failures = 0
         self._closing.intersection_update(connections)
         staying = [connection for connection in connections if connection not in self._closing]
         if len(staying) <= self._cap:
@@ -122,12 +124,19 @@ class ConnectionGuard:
             else:
                 loop.default_exception_handler(context)
             return
+        # asyncio accepts up to its backlog per loop turn, so a burst of connections
+        # still meets the descriptor limit now and then: say so once a minute at most.
         self._accept_failures += 1
-        if self._accept_failures == 1:
-            log.error(
-                "listener_out_of_resources",
-                cause=str(context.get("exception")),
-                connection_cap=self._cap,
-                hint="raise the descriptor limit (LimitNOFILE, ulimit -n); "
-                "repeats are not logged until a connection is accepted again",
-            )
+        now = time.monotonic()
+        if self._last_report is not None and now - self._last_report < ACCEPT_REPORT_SECONDS:
+            return
+        log.error(
+            "listener_out_of_resources",
+            cause=str(context.get("exception")),
+            failed_accepts=self._accept_failures,
+            connection_cap=self._cap,
+            hint="raise the descriptor limit (LimitNOFILE, ulimit -n); "
+            f"repeats are counted and logged once per {ACCEPT_REPORT_SECONDS:g} s at most",
+        )
+        self._last_report = now
+        self._accept_failures = 0

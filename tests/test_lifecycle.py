@@ -598,3 +598,66 @@ def test_a_reload_storm_on_a_large_config_is_merged_and_neither_stalls_health_no
     assert probe.failures == []
     assert probe.answers >= 10
     assert probe.slowest < PROBE_TIMEOUT_SECONDS, f"/healthz took {probe.slowest:.2f} s"
+
+
+FLOOD_DESCRIPTOR_LIMIT = 64
+"""`ulimit -n` of the flooded daemon: its listener cap is then connection_cap's minimum."""
+
+
+def test_a_connection_flood_at_a_low_descriptor_limit_leaves_polling_and_health_alone(
+    tmp_path: Path, children: Callable[..., Process]
+) -> None:
+    """At `ulimit -n 1024` about 1,100 idle connections used to take every descriptor:
+    /healthz timed out, asyncio logged its accept error hundreds of thousands of times and
+    polls failed with "Too many open files" into false `unreachable` alerts. Here 300 idle
+    and half-sent connections against a limit of 64: the listener's cap closes the oldest
+    to make room, so /healthz answers, every cycle still gets Atlas' answer, no alert fires
+    and the accept error is never logged raw."""
+    entry = endpoint_entry()
+    scenario = write_yaml(tmp_path / "scenario.yaml", {"endpoints": [entry]})
+    simulator = children(["simulate", "--port", "0", "--scenario", str(scenario)])
+    atlas_url = json.loads(simulator.wait_for_line(is_event("simulator_started")))["url"]
+    port = unused_port()
+    config = write_yaml(
+        tmp_path / "config.yaml",
+        config_document(
+            atlas={"base_url": atlas_url, "max_retries": 0},
+            poll={"interval_seconds": 0.3, "max_requests_per_minute": None},
+            server={"host": "127.0.0.1", "port": port},
+            alerts={"unreachable_after_failures": 1},
+            endpoints=[entry],
+        ),
+    )
+    daemon = Process(
+        ["run", "--config", str(config)],
+        subprocess_env(**WARNINGS_ENV),
+        program=("prlimit", f"--nofile={FLOOD_DESCRIPTOR_LIMIT}", *MONITOR_PROGRAM),
+    )
+    try:
+        daemon.wait_for_line(is_event("poll_cycle_finished"))
+        flood = []
+        try:
+            for number in range(300):
+                connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+                if number % 2:
+                    connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: monitor\r\n")
+                flood.append(connection)
+            health = http_get(f"http://127.0.0.1:{port}/healthz")
+            cycles = [
+                json.loads(daemon.wait_for_line(is_event("poll_cycle_finished"))) for _ in range(3)
+            ]
+        finally:
+            for connection in flood:
+                connection.close()
+        exit_code = daemon.stop(signal.SIGTERM)
+    finally:
+        daemon.kill()
+    lines = daemon.all_output()
+    text = "\n".join(lines)
+    assert exit_code == 0, text[-2000:]
+    assert health[0] == 200
+    assert [cycle["up"] for cycle in cycles] == [1, 1, 1]
+    assert not any(is_event("alert")(line) for line in lines)
+    assert "out of system resource" not in text
+    assert sum(is_event("listener_out_of_resources")(line) for line in lines) <= 1
+    assert any(is_event("listener_connection_cap_reached")(line) for line in lines)
