@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import itertools
+import os
 
 import pytest
 from pydantic import SecretStr
@@ -465,3 +467,37 @@ async def test_discovery_runs_every_n_cycles_and_at_once_after_a_reload_changes_
     assert [entry["interface_endpoint_id"] for entry in events_in(logs, "endpoint_discovered")] == [
         endpoint_id(2)
     ]
+
+
+async def test_polls_this_host_cannot_make_are_local_errors_and_never_fire_unreachable(
+    start_simulator: StartSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of file descriptors, no socket to Atlas can be created (EMFILE, wrapped by
+    aiohttp in ClientConnectorError): the endpoint is not up, the local error is counted,
+    and `unreachable` (here after a single failed poll) does not fire; once descriptors
+    are back the next poll answers."""
+    _, url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    settings = settings_for(url, endpoints=[HEALTHY], alerts={"unreachable_after_failures": 1})
+
+    async def out_of_descriptors(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            with monkeypatch.context() as patched:
+                patched.setattr(asyncio.get_running_loop(), "create_connection", out_of_descriptors)
+                for _ in range(3):
+                    await monitor.run_cycle(client)
+                (endpoint,) = monitor.endpoints
+                starved = monitor.state_of(endpoint)
+            await monitor.run_cycle(client)
+            recovered = monitor.state_of(endpoint)
+    assert alerts_in(logs) == []
+    assert starved is not None
+    assert (starved.up, starved.consecutive_failures) == (False, 0)
+    assert starved.last_failure == "not sent, this host is out of resources: Too many open files"
+    assert recovered is not None
+    assert recovered.up is True
+    registry = monitor.metrics.registry
+    assert registry.get_sample_value("atlas_monitor_local_errors_total", {"cause": "EMFILE"}) == 3
+    assert registry.get_sample_value("atlas_monitor_local_errors_total", {"cause": "ENFILE"}) == 0
