@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import json
 import math
+import os
 import random
 import re
 import time
@@ -450,6 +452,33 @@ class AtlasUnreachableError(AtlasError):
         self.request_sent = request_sent
 
 
+class LocalResourceError(AtlasUnreachableError):
+    """No answer because this host ran out of something the request needed (file
+    descriptors, buffers, memory) before it could leave: it says nothing about Atlas, so it
+    must never count towards the ``unreachable`` alert. ``cause`` is the errno's name."""
+
+    def __init__(self, message: str, *, method: str, path: str, cause: str) -> None:
+        super().__init__(message, method=method, path=path, request_sent=False)
+        self.cause = cause
+
+
+LOCAL_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""The errors asyncio itself treats as "out of system resource" (see its accept loop)."""
+
+
+def _raise_if_local(error: BaseException, method: str, path: str) -> None:
+    """Raise LocalResourceError when ``error`` is a local resource shortage (aiohttp wraps
+    the OSError of a socket it could not create in ClientConnectorError.os_error)."""
+    for candidate in (error, getattr(error, "os_error", None), error.__cause__):
+        if isinstance(candidate, OSError) and candidate.errno in LOCAL_RESOURCE_ERRNOS:
+            raise LocalResourceError(
+                f"not sent, this host is out of resources: {os.strerror(candidate.errno)}",
+                method=method,
+                path=path,
+                cause=errno.errorcode[candidate.errno],
+            ) from None
+
+
 def describe_failure(error: BaseException) -> str:
     """What went wrong, without the request: for places that already name the endpoint."""
     if isinstance(error, AtlasError):
@@ -851,12 +880,14 @@ class AtlasClient:
         except AtlasError:
             raise
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+            _raise_if_local(error, method, path)
             cause = getattr(error, "os_error", None)
             reason = (cause.strerror if cause else None) or str(cause or "timed out")
             message, request_sent = f"cannot connect: {reason}", False
         except TimeoutError:
             message, request_sent = f"no answer within {self._timeout.total:g} s", True
         except (aiohttp.ClientError, OSError) as error:
+            _raise_if_local(error, method, path)
             if type(error) is aiohttp.ClientError:
                 # The bare class is what the Digest middleware raises for a challenge it
                 # cannot answer: Atlas (or what poses as it) spoke, but not Digest as agreed.

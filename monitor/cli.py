@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, TextIO
 
 import structlog
 
@@ -40,9 +42,16 @@ EXIT_INVALID_CONFIG = 2
 EXIT_INTERRUPTED = 130
 SIMULATOR_PORT = 10480
 
+SignalDisposition = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
+"""What ``signal.signal`` returns: a handler, SIG_DFL or SIG_IGN, or None (not set from Python)."""
 
-def main(argv: Sequence[str] | None = None) -> int:
+
+def main(argv: Sequence[str] | None = None, *, sighup_at_start: SignalDisposition = None) -> int:
+    """``sighup_at_start``: SIGHUP's disposition before the entry point ignored it (see
+    monitor.__main__); every command but ``run``, which reloads on SIGHUP, gets it back."""
     args = _parser().parse_args(argv)
+    if sighup_at_start is not None and args.handler is not _run:
+        signal.signal(signal.SIGHUP, sighup_at_start)
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable, Iterator
 import structlog
 from aiohttp import web
 
+from monitor.connection_guard import KEEPALIVE_TIMEOUT_SECONDS, ConnectionGuard, connection_cap
+
 log = structlog.get_logger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -59,17 +61,32 @@ def stop_signal_received() -> Iterator[asyncio.Future[signal.Signals]]:
 
 
 async def serve_app(
-    app: web.Application, host: str, port: int, tls: ssl.SSLContext | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    tls: ssl.SSLContext | None = None,
+    *,
+    atlas_connections: int = 0,
 ) -> web.AppRunner:
     """Run the app's startup hooks and listen (over TLS when given a context); the caller
     must ``await runner.cleanup()``.
 
+    Its connections are capped and timed out so that they leave ``atlas_connections``
+    descriptors to the app's own Atlas polls (see monitor.connection_guard).
     Raises ListenError (after cleaning up) when the address cannot be bound.
     """
+    guard = ConnectionGuard(connection_cap(atlas_connections))
+    app.middlewares.append(guard.middleware)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=SHUTDOWN_GRACE_SECONDS,
+        keepalive_timeout=KEEPALIVE_TIMEOUT_SECONDS,
     )
     await runner.setup()
+    assert runner.server is not None  # set up above
+    guard.watch(runner.server)
     try:
         await web.TCPSite(runner, host, port, ssl_context=tls).start()
     except OSError as error:
@@ -117,8 +134,10 @@ async def serve_on_stack(
     host: str,
     port: int,
     tls: ssl.SSLContext | None = None,
+    *,
+    atlas_connections: int = 0,
 ) -> str:
     """``serve_app`` whose cleanup runs when ``services`` closes; returns the base URL."""
-    runner = await serve_app(app, host, port, tls)
+    runner = await serve_app(app, host, port, tls, atlas_connections=atlas_connections)
     services.push_async_callback(runner.cleanup)
     return bound_url(runner, "http" if tls is None else "https")

@@ -18,6 +18,8 @@ from urllib.parse import quote, quote_plus
 import structlog
 from structlog.typing import EventDict, Processor
 
+from monitor.log_output import LineHandler, LineLogger, LogOutput
+
 REDACTED = "**********"
 KEPT_TOKENS = 4
 """Bearer tokens masked at once: the current one and a few before it (long expired by then),
@@ -83,7 +85,7 @@ class _SecretMasker:
         return text
 
 
-class _OurHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _OurHandler(LineHandler):
     """Marks the handler this module installs, so reconfiguring replaces only it."""
 
 
@@ -141,7 +143,7 @@ def configure_logging(
     global _masker
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     _masker = _SecretMasker(secrets)
-    output = stream or sys.stdout
+    output = LogOutput(stream or sys.stdout)
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -158,7 +160,7 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=output),
+        logger_factory=lambda *_: LineLogger(output),
         cache_logger_on_first_use=False,
     )
     handler = _OurHandler(output)

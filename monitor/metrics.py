@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import errno
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -25,9 +26,17 @@ from prometheus_client.utils import floatToGoString
 
 from monitor import __version__
 from monitor.alerts import ENDPOINT_ALERTS, AlertName
-from monitor.atlas import ENDPOINT_STATUSES, SERVICE_STATUSES, ConnectionStatus, EndpointRef
+from monitor.atlas import (
+    ENDPOINT_STATUSES,
+    LOCAL_RESOURCE_ERRNOS,
+    SERVICE_STATUSES,
+    ConnectionStatus,
+    EndpointRef,
+    LocalResourceError,
+)
 from monitor.config import EndpointConfig
 from monitor.free_text import LABEL_TEXT_MAX_CHARS, label_text
+from monitor.log_output import write_errors
 from monitor.state import EndpointState, ServiceKey, ServiceState
 
 ADD_RESULTS = ("added", "dry_run", "failed")
@@ -609,8 +618,22 @@ class MonitorMetrics:
         )
         self.alerts = Counter(
             "atlas_monitor_alerts",
-            "Firing alert lines emitted.",
+            "Firing alerts decided, whether or not their line could be written to the log.",
             ["alert"],
+            registry=self._own,
+        )
+        self._own.register(
+            _ProcessCounter(
+                "atlas_monitor_log_write_errors",
+                "Log lines (alerts included) lost because the log output refused them.",
+                write_errors,
+            )
+        )
+        self.local_errors = Counter(
+            "atlas_monitor_local_errors",
+            "Requests to Atlas not sent because this host was out of a resource (cause: the "
+            "errno, e.g. EMFILE); they never count towards the unreachable alert.",
+            ["cause"],
             registry=self._own,
         )
         self.endpoints_added = Counter(
@@ -631,11 +654,18 @@ class MonitorMetrics:
             self.alerts.labels(alert.value)
         for result in ADD_RESULTS:
             self.endpoints_added.labels(result)
+        for number in LOCAL_RESOURCE_ERRNOS:
+            self.local_errors.labels(errno.errorcode[number])
 
     def observe_request(self, method: str, code: str, seconds: float) -> None:
         """The Atlas client's observer: every exchange on the wire lands here."""
         self.api_requests.labels(method, code).inc()
         self.api_request_duration.labels(method).observe(seconds)
+
+    def count_local_error(self, error: BaseException | None) -> None:
+        """Count ``error`` if it is a local resource shortage (see LocalResourceError)."""
+        if isinstance(error, LocalResourceError):
+            self.local_errors.labels(error.cause).inc()
 
     def config_loaded(self, at: float) -> None:
         self.config_reload_successful.set(1)
@@ -793,3 +823,19 @@ class _OptionalGauge(Collector):
         if value is not None:
             family.add_metric([], value)
         yield family
+
+
+class _ProcessCounter(Collector):
+    """A counter kept for the whole process rather than by one daemon's registry (the log
+    output is the process'), read at each scrape."""
+
+    def __init__(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self._name, self._documentation, value=self._read())

@@ -28,6 +28,7 @@ from monitor.atlas import (
     ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
+    LocalResourceError,
     RequestObserver,
     ServiceStatus,
     describe_failure,
@@ -80,7 +81,8 @@ class PollResult:
         if isinstance(self.error, AtlasNotFoundError):
             return Observation.not_found()
         assert self.error is not None
-        return Observation.failed(describe_failure(self.error))
+        local = isinstance(self.error, LocalResourceError)
+        return Observation.failed(describe_failure(self.error), local=local)
 
 
 async def for_each_by_project(
@@ -513,6 +515,7 @@ class Monitor:
             except AtlasNotFoundError:
                 observation = ServiceObservation(missing=True)
             except AtlasError as error:
+                self.metrics.count_local_error(error)
                 observation = ServiceObservation(failure=error.summary)
             if key not in self._service_keys:
                 return  # no longer watched since the request went out
@@ -535,6 +538,7 @@ class Monitor:
     async def _check(self, client: AtlasClient, endpoint: EndpointConfig) -> None:
         try:
             result = await poll_endpoint(client, endpoint)
+            self.metrics.count_local_error(result.error)
             if endpoint.ref not in self._watched:
                 return  # removed by a reload while its poll was in flight
             previous = self._states.get(endpoint.ref, EndpointState())

@@ -56,6 +56,9 @@ class Observation:
     missing_reason: str | None = None
     """Why a missing endpoint was not added (a refused POST, a dry run), for the alert."""
     failure: str | None = None
+    local_failure: bool = False
+    """The poll failed on this host (out of descriptors...), not at Atlas: it must not bring
+    the ``unreachable`` alert closer (see monitor.atlas.LocalResourceError)."""
 
     @classmethod
     def answered(cls, answer: InterfaceEndpoint) -> Observation:
@@ -66,8 +69,8 @@ class Observation:
         return cls(missing=True, missing_reason=reason)
 
     @classmethod
-    def failed(cls, reason: str) -> Observation:
-        return cls(failure=reason)
+    def failed(cls, reason: str, *, local: bool = False) -> Observation:
+        return cls(failure=reason, local_failure=local)
 
 
 @dataclass(frozen=True)
@@ -210,7 +213,7 @@ def _observe(previous: EndpointState, observation: Observation, now: float) -> E
     return replace(
         previous,
         up=False,
-        consecutive_failures=previous.consecutive_failures + 1,
+        consecutive_failures=previous.consecutive_failures + (not observation.local_failure),
         last_failure=observation.failure,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,6 +37,7 @@ from monitor.atlas import (
     ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
+    LocalResourceError,
     ServiceAccount,
     ServiceStatus,
     parse_retry_after,
@@ -508,6 +510,21 @@ async def test_connection_refused_is_unreachable_and_never_sent(
             await client.get_interface_endpoint(REF)
     assert caught.value.request_sent is False
     assert len(sleeps.delays) == 1
+
+
+@pytest.mark.parametrize("number", [errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM])
+async def test_a_request_this_host_could_not_make_is_a_local_error_not_atlas_unreachable(
+    make_client: MakeClient, atlas: aioresponses, sleeps: Sleeps, number: int
+) -> None:
+    """Out of descriptors, a new connection's socket cannot be created: aiohttp raises an
+    OSError with that errno, which says nothing about Atlas."""
+    atlas.get(ENDPOINT_URL, exception=aiohttp.ClientOSError(number, "out of it"), repeat=True)
+    async with make_client(max_retries=1) as client:
+        with pytest.raises(LocalResourceError) as caught:
+            await client.get_interface_endpoint(REF)
+    assert caught.value.cause == errno.errorcode[number]
+    assert caught.value.request_sent is False
+    assert caught.value.summary.startswith("not sent, this host is out of resources: ")
 
 
 async def test_a_failed_first_exchange_does_not_hold_up_the_others(

@@ -56,6 +56,19 @@ def test_check_says_where_state_lives(
     assert "state:        /var/lib/atlas-endpoint-monitor/state.db" in capsys.readouterr().out
 
 
+def test_commands_that_do_not_reload_get_back_the_sighup_disposition_they_started_with(
+    write_config: WriteConfig, credentials_env: dict[str, str]
+) -> None:
+    """The entry point ignores SIGHUP before importing (monitor.__main__); only `run`
+    keeps it so, until its reload handler takes over."""
+    started_with = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert main(["check", "--config", str(write_config())], sighup_at_start=started_with) == 0
+        assert signal.getsignal(signal.SIGHUP) == started_with
+    finally:
+        signal.signal(signal.SIGHUP, started_with)
+
+
 def test_check_says_where_the_private_key_came_from(
     write_config: WriteConfig,
     credentials_env: dict[str, str],

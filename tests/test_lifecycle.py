@@ -7,13 +7,19 @@ deadline); only 127.0.0.1 is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
 import signal
 import socket
+import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +28,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import (
+    MONITOR_PROGRAM,
     WARNINGS_ENV,
     Process,
     config_document,
@@ -341,3 +348,316 @@ def test_a_second_signal_after_stopped_is_logged_still_exits_0(
     lines = daemon.all_output()
     assert exit_code == 0, f"exit {exit_code} after a second {second.name}; output: {lines}"
     assert_clean_shutdown(lines, "SIGTERM")
+
+
+def handles_sighup(pid: int) -> bool:
+    """Whether SIGHUP no longer has its default (fatal) action in ``pid``: ignored or caught,
+    as /proc/PID/status's signal masks say."""
+    masks = {}
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        name, _, value = line.partition(":")
+        if name in ("SigIgn", "SigCgt"):
+            masks[name] = int(value, 16)
+    return bool((masks["SigIgn"] | masks["SigCgt"]) & (1 << (signal.SIGHUP - 1)))
+
+
+def test_sighups_from_the_first_moments_of_start_up_never_kill_the_daemon(
+    tmp_path: Path, children: Callable[..., Process]
+) -> None:
+    """A SIGHUP sent while the program is still importing (about a second) used to hit the
+    default action and end it with 129. The entry point ignores SIGHUP before the imports,
+    so from the moment /proc shows that, a SIGHUP every 20 ms until `monitor_started` (and
+    a few after, which reload) leaves a daemon that stops on SIGTERM with 0."""
+    document = config_document(
+        atlas={"base_url": f"http://127.0.0.1:{unused_port()}", "max_retries": 0},
+        poll={"interval_seconds": 60, "max_requests_per_minute": None},
+        server={"host": "127.0.0.1", "port": unused_port()},
+    )
+    daemon = children(["run", "--config", str(write_yaml(tmp_path / "config.yaml", document))])
+    pid = daemon.popen.pid
+    wait_until(lambda: handles_sighup(pid), "SIGHUP ignored or caught", timeout=5)
+    sent_before_start = 0
+    deadline = time.monotonic() + 30
+    while not any(is_event("monitor_started")(line) for line in daemon.seen):
+        assert time.monotonic() < deadline, f"no monitor_started: {daemon.seen}"
+        assert daemon.popen.poll() is None, f"died: {daemon.popen.returncode} {daemon.seen}"
+        daemon.popen.send_signal(signal.SIGHUP)
+        sent_before_start += 1
+        with contextlib.suppress(queue.Empty):
+            daemon.seen.append(daemon.lines.get(timeout=0.02))
+    for _ in range(5):
+        daemon.popen.send_signal(signal.SIGHUP)
+    daemon.wait_for_line(is_event("config_reloaded"))
+
+    exit_code, _ = stop_and_time(daemon, signal.SIGTERM)
+    lines = daemon.all_output()
+    assert sent_before_start >= 5, "the start-up was over before the SIGHUPs began"
+    assert exit_code == 0, lines
+    assert_clean_shutdown(lines, "SIGTERM")
+
+
+def sample_value(metrics_text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return None
+
+
+def metrics_when_served(url: str) -> str | None:
+    """The daemon's /metrics text, or None while it does not listen yet."""
+    try:
+        status, _, text = http_get(f"{url}/metrics")
+    except (urllib.error.URLError, ConnectionError):
+        return None
+    return text if status == 200 else None
+
+
+@contextlib.contextmanager
+def dead_stdout(kind: str) -> Iterator[int]:
+    """A descriptor for a child's stdout that refuses every write: a pipe whose reader has
+    gone (as `| head -1` leaves it: EPIPE) or /dev/full (a full disk: ENOSPC)."""
+    if kind == "closed-pipe":
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+    else:
+        write_end = os.open("/dev/full", os.O_WRONLY)
+    try:
+        yield write_end
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize("stdout", ["closed-pipe", "dev-full"])
+def test_a_dead_stdout_loses_log_lines_but_never_alerts_state_or_the_daemon(
+    tmp_path: Path, children: Callable[..., Process], stdout: str
+) -> None:
+    """Every cycle has lines to write (a REJECTED endpoint's alert, the cycle summary) and
+    none can be: still the daemon starts, polls, counts the alert it decided, keeps `up` and
+    the last success fresh, reports the lost lines on stderr once and in a counter, answers
+    /readyz 503 saying why, and stops on SIGTERM with 0."""
+    entry = endpoint_entry()
+    scenario = write_yaml(
+        tmp_path / "scenario.yaml", {"endpoints": [{**entry, "status": "REJECTED"}]}
+    )
+    simulator = children(["simulate", "--port", "0", "--scenario", str(scenario)])
+    atlas_url = json.loads(simulator.wait_for_line(is_event("simulator_started")))["url"]
+    port = unused_port()
+    config = write_yaml(
+        tmp_path / "config.yaml",
+        config_document(
+            atlas={"base_url": atlas_url, "max_retries": 0},
+            poll={"interval_seconds": 0.5, "max_requests_per_minute": None},
+            server={"host": "127.0.0.1", "port": port},
+            endpoints=[entry],
+        ),
+    )
+    url = f"http://127.0.0.1:{port}"
+    stderr_path = tmp_path / "stderr.txt"
+    with dead_stdout(stdout) as out, stderr_path.open("w") as err:
+        daemon = subprocess.Popen(
+            [*MONITOR_PROGRAM, "run", "--config", str(config)],
+            stdout=out,
+            stderr=err,
+            env=subprocess_env(**WARNINGS_ENV),
+        )
+    try:
+        texts: list[str] = []
+
+        def after_cycles(count: int) -> bool:
+            text = metrics_when_served(url)
+            if text is None or sample_value(text, "atlas_interface_endpoint_up") != 1:
+                return False
+            texts.append(text)
+            return len(texts) >= count
+
+        wait_until(lambda: after_cycles(1), "an answered poll", timeout=20)
+        first_success = sample_value(
+            texts[-1], "atlas_interface_endpoint_last_success_timestamp_seconds"
+        )
+        wait_until(
+            lambda: (
+                after_cycles(2)
+                and sample_value(
+                    texts[-1], "atlas_interface_endpoint_last_success_timestamp_seconds"
+                )
+                != first_success
+            ),
+            "a later cycle's answer",
+        )
+        ready = http_get(f"{url}/readyz")
+        health = http_get(f"{url}/healthz")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        exit_code = daemon.wait(timeout=10)
+    metrics = texts[-1]
+    errors = stderr_path.read_text(encoding="utf-8")
+    assert exit_code == 0, errors
+    assert health[0] == 200
+    assert ready[0] == 503
+    assert ready[2].startswith("log lines cannot be written: "), ready
+    assert sample_value(metrics, "atlas_monitor_alerts_total", alert="rejected") == 1
+    assert sample_value(metrics, "atlas_interface_endpoint_alert_firing", alert="rejected") == 1
+    lost = sample_value(metrics, "atlas_monitor_log_write_errors_total")
+    assert lost is not None
+    assert lost >= 3  # monitor_started, the alert, a cycle summary at least
+    reports = [line for line in errors.splitlines() if "cannot write log lines" in line]
+    assert len(reports) == 1, errors
+    for debris in ("Traceback", "Exception ignored", "cannot listen"):
+        assert debris not in errors, errors
+
+
+STORM_ENDPOINTS = 10_000
+PROBE_TIMEOUT_SECONDS = 4.0
+"""The image's HEALTHCHECK gives /healthz 4 s (Dockerfile); a daemon slower than that during a
+reload storm is declared unhealthy. Before the fix the storm below held it for tens of s."""
+
+
+class HealthProbe:
+    """GET /healthz back to back in a thread until stopped; keeps the slowest answer."""
+
+    def __init__(self, url: str) -> None:
+        self._url = f"{url}/healthz"
+        self._stop = threading.Event()
+        self.slowest = 0.0
+        self.answers = 0
+        self.failures: list[str] = []
+        self._thread = threading.Thread(target=self._probe, daemon=True)
+        self._thread.start()
+
+    def _probe(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                status = http_get(self._url)[0]
+            except OSError as error:  # a timeout or a refused connection
+                self.failures.append(repr(error))
+                continue
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            self.answers += status == 200
+            self._stop.wait(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+
+def post_reload(url: str) -> int:
+    request = urllib.request.Request(f"{url}/-/reload", method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code
+
+
+def test_a_reload_storm_on_a_large_config_is_merged_and_neither_stalls_health_nor_shutdown(
+    tmp_path: Path, children: Callable[..., Process]
+) -> None:
+    """10,000 endpoints take seconds to parse. Ten concurrent POST /-/reload and 200
+    SIGHUPs in 2 s used to cost a serialised reload each, parsed on the event loop:
+    /healthz stalled for tens of seconds and a SIGTERM waited behind them all. Now the
+    requests share a few reloads parsed in a thread, /healthz answers within a probe's
+    timeout throughout, and a SIGTERM during a further storm exits 0 within 10 s."""
+    entries = [endpoint_entry(interface_endpoint_id=endpoint_id(n)) for n in range(STORM_ENDPOINTS)]
+    port = unused_port()
+    config = write_yaml(
+        tmp_path / "config.yaml",
+        config_document(
+            atlas={"base_url": f"http://127.0.0.1:{unused_port()}", "max_retries": 0},
+            poll={"interval_seconds": 3600, "max_requests_per_minute": None},
+            server={"host": "127.0.0.1", "port": port, "enable_reload": True},
+            endpoints=entries,
+        ),
+    )
+    daemon = children(["run", "--config", str(config)])
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: metrics_when_served(url) is not None, "the daemon serves", timeout=90)
+    probe = HealthProbe(url)
+    try:
+        with ThreadPoolExecutor(max_workers=10) as posters:
+            posted = [posters.submit(post_reload, url) for _ in range(10)]
+            for _ in range(200):
+                daemon.popen.send_signal(signal.SIGHUP)
+                time.sleep(0.01)  # the pace of the burst: 200 signals in about 2 s
+            statuses = [answer.result(timeout=120) for answer in posted]
+    finally:
+        probe.stop()
+    # A last storm, and SIGTERM in its midst.
+    for _ in range(50):
+        daemon.popen.send_signal(signal.SIGHUP)
+    exit_code, stopped_after = stop_and_time(daemon, signal.SIGTERM)
+    lines = daemon.all_output()
+    reloads = [json.loads(line) for line in lines if is_event("config_reloaded")(line)]
+    assert exit_code == 0, lines[-20:]
+    assert stopped_after < 10
+    assert statuses == [200] * 10
+    assert 2 <= len(reloads) <= 4, [(line["trigger"], line["requests"]) for line in reloads]
+    assert sum(line["requests"] for line in reloads) >= 10
+    assert probe.failures == []
+    assert probe.answers >= 10
+    assert probe.slowest < PROBE_TIMEOUT_SECONDS, f"/healthz took {probe.slowest:.2f} s"
+
+
+FLOOD_DESCRIPTOR_LIMIT = 64
+"""`ulimit -n` of the flooded daemon: its listener cap is then connection_cap's minimum."""
+
+
+def test_a_connection_flood_at_a_low_descriptor_limit_leaves_polling_and_health_alone(
+    tmp_path: Path, children: Callable[..., Process]
+) -> None:
+    """At `ulimit -n 1024` about 1,100 idle connections used to take every descriptor:
+    /healthz timed out, asyncio logged its accept error hundreds of thousands of times and
+    polls failed with "Too many open files" into false `unreachable` alerts. Here 300 idle
+    and half-sent connections against a limit of 64: the listener's cap closes the oldest
+    to make room, so /healthz answers, every cycle still gets Atlas' answer, no alert fires
+    and the accept error is never logged raw."""
+    entry = endpoint_entry()
+    scenario = write_yaml(tmp_path / "scenario.yaml", {"endpoints": [entry]})
+    simulator = children(["simulate", "--port", "0", "--scenario", str(scenario)])
+    atlas_url = json.loads(simulator.wait_for_line(is_event("simulator_started")))["url"]
+    port = unused_port()
+    config = write_yaml(
+        tmp_path / "config.yaml",
+        config_document(
+            atlas={"base_url": atlas_url, "max_retries": 0},
+            poll={"interval_seconds": 0.3, "max_requests_per_minute": None},
+            server={"host": "127.0.0.1", "port": port},
+            alerts={"unreachable_after_failures": 1},
+            endpoints=[entry],
+        ),
+    )
+    daemon = Process(
+        ["run", "--config", str(config)],
+        subprocess_env(**WARNINGS_ENV),
+        program=("prlimit", f"--nofile={FLOOD_DESCRIPTOR_LIMIT}", *MONITOR_PROGRAM),
+    )
+    try:
+        daemon.wait_for_line(is_event("poll_cycle_finished"))
+        flood = []
+        try:
+            for number in range(300):
+                connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+                if number % 2:
+                    connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: monitor\r\n")
+                flood.append(connection)
+            health = http_get(f"http://127.0.0.1:{port}/healthz")
+            cycles = [
+                json.loads(daemon.wait_for_line(is_event("poll_cycle_finished"))) for _ in range(3)
+            ]
+        finally:
+            for connection in flood:
+                connection.close()
+        exit_code = daemon.stop(signal.SIGTERM)
+    finally:
+        daemon.kill()
+    lines = daemon.all_output()
+    text = "\n".join(lines)
+    assert exit_code == 0, text[-2000:]
+    assert health[0] == 200
+    assert [cycle["up"] for cycle in cycles] == [1, 1, 1]
+    assert not any(is_event("alert")(line) for line in lines)
+    assert "out of system resource" not in text
+    assert sum(is_event("listener_out_of_resources")(line) for line in lines) <= 1
+    assert any(is_event("listener_connection_cap_reached")(line) for line in lines)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import gzip
 import itertools
 import math
 import operator
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -710,3 +712,37 @@ async def test_over_real_sockets_a_large_project_listed_first_does_not_hold_up_t
     seen = [line["name"] for line in events_in(logs, "endpoint_status_changed")]
     assert sorted(seen) == sorted(entry["name"] for entry in entries)
     assert seen[-1].startswith("p0-"), seen  # the others were done before its third
+
+
+async def test_polls_this_host_cannot_make_are_local_errors_and_never_fire_unreachable(
+    start_simulator: StartSimulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of file descriptors, no socket to Atlas can be created (EMFILE, wrapped by
+    aiohttp in ClientConnectorError): the endpoint is not up, the local error is counted,
+    and `unreachable` (here after a single failed poll) does not fire; once descriptors
+    are back the next poll answers."""
+    _, url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    settings = settings_for(url, endpoints=[HEALTHY], alerts={"unreachable_after_failures": 1})
+
+    async def out_of_descriptors(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    with capture_logs() as logs:
+        async with monitoring(settings) as (monitor, client):
+            with monkeypatch.context() as patched:
+                patched.setattr(asyncio.get_running_loop(), "create_connection", out_of_descriptors)
+                for _ in range(3):
+                    await monitor.run_cycle(client)
+                (endpoint,) = monitor.endpoints
+                starved = monitor.state_of(endpoint)
+            await monitor.run_cycle(client)
+            recovered = monitor.state_of(endpoint)
+    assert alerts_in(logs) == []
+    assert starved is not None
+    assert (starved.up, starved.consecutive_failures) == (False, 0)
+    assert starved.last_failure == "not sent, this host is out of resources: Too many open files"
+    assert recovered is not None
+    assert recovered.up is True
+    registry = monitor.metrics.registry
+    assert registry.get_sample_value("atlas_monitor_local_errors_total", {"cause": "EMFILE"}) == 3
+    assert registry.get_sample_value("atlas_monitor_local_errors_total", {"cause": "ENFILE"}) == 0

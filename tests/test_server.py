@@ -417,3 +417,48 @@ async def test_background_compression_runs_while_the_app_serves_and_stops_with_i
         assert not running[0].done()
     assert running[0].cancelled()
     assert compressing() == []
+
+
+async def read_response_head(reader: asyncio.StreamReader) -> tuple[str, dict[str, str]]:
+    """The status line and headers (names lower-cased) of the next response on ``reader``."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, field = line.partition(":")
+        headers[name.strip().lower()] = field.strip()
+    return status_line, headers
+
+
+async def test_head_metrics_sends_headers_only_and_keeps_a_pipelined_connection_in_step(
+    start_simulator: StartSimulator, start_daemon: StartDaemon
+) -> None:
+    _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY]))
+    await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
+    body = (await fetch(f"{daemon.url}/metrics"))[2]
+    host, port = daemon.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"HEAD /metrics HTTP/1.1\r\nHost: monitor\r\n\r\n"
+            b"HEAD /metrics HTTP/1.1\r\nHost: monitor\r\nAccept-Encoding: gzip\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: monitor\r\n\r\n"
+        )
+        await writer.drain()
+        head_status, head_headers = await read_response_head(reader)
+        gzip_status, gzip_headers = await read_response_head(reader)
+        get_status, get_headers = await read_response_head(reader)
+        healthz = await asyncio.wait_for(reader.readexactly(int(get_headers["content-length"])), 10)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert head_status == "HTTP/1.1 200 OK"
+    assert head_headers["content-type"].startswith("text/plain")
+    # Within the few bytes an uncompressed scrape of one endpoint may differ by (timestamps).
+    assert abs(int(head_headers["content-length"]) - len(body.encode())) < 200
+    assert gzip_status == "HTTP/1.1 200 OK"
+    assert gzip_headers["content-encoding"] == "gzip"
+    assert 0 < int(gzip_headers["content-length"]) < int(head_headers["content-length"])
+    assert get_status == "HTTP/1.1 200 OK"
+    assert healthz == b"ok\n"

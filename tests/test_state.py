@@ -527,6 +527,39 @@ def test_unreachable_resolves_once_on_the_next_answer_or_404(
     assert again.events == []
 
 
+LOCAL_FAILURE = Observation.failed("not sent, this host is out of resources", local=True)
+
+
+def test_polls_failed_on_this_host_never_bring_unreachable_closer_but_are_not_up() -> None:
+    """Out of file descriptors, the daemon cannot ask Atlas: that is no news about Atlas,
+    so however many such polls fail, `unreachable` does not fire (it used to: 241 false
+    alerts in one attack); the endpoint is honestly not up, and the next real failures
+    count from where they were."""
+    settings = rules(unreachable_after_failures=3)
+    state, events = walk(
+        [(0.0, answered(Status.AVAILABLE)), (60.0, FAILED)]
+        + [(60.0 * n, LOCAL_FAILURE) for n in range(2, 12)],
+        settings,
+    )
+    assert events == []
+    assert state.up is False
+    assert state.consecutive_failures == 1
+    assert state.last_failure == "not sent, this host is out of resources"
+    assert state.status is Status.AVAILABLE
+
+    later = advance(advance(state, FAILED, 720.0, settings).state, FAILED, 780.0, settings)
+    assert later.events == [fired(Alert.UNREACHABLE, Status.AVAILABLE, Status.AVAILABLE)]
+
+
+def test_an_unreachable_alert_already_firing_keeps_firing_through_local_failures() -> None:
+    settings = rules(unreachable_after_failures=1)
+    state, _ = walk([(0.0, answered(Status.AVAILABLE)), (60.0, FAILED)], settings)
+    assert Alert.UNREACHABLE in state.firing
+    local = advance(state, LOCAL_FAILURE, 120.0, settings)
+    assert local.events == []
+    assert Alert.UNREACHABLE in local.state.firing
+
+
 def test_failed_polls_keep_the_last_known_status_fields() -> None:
     previous = after(answered(Status.REJECTED, "quota", delete_requested=True), 0.0)
 
