@@ -29,6 +29,7 @@ UID = "atlas-endpoint-monitor"
 TITLE = "Atlas PrivateLink endpoints"
 OUTPUT = Path(__file__).resolve().parent / "dashboards" / f"{UID}.json"
 README = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/README.md"
+RUNBOOK = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/docs/alerts-runbook.md"
 
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 
@@ -816,7 +817,7 @@ def build() -> model.Dashboard:
         .link(
             dash.DashboardLink("Runbook")
             .type(model.DashboardLinkType.LINK)
-            .url(f"{README}#runbook")
+            .url(RUNBOOK)
             .icon("info")
             .tooltip("What to do when an alert fires")
             .target_blank(True)

@@ -26,6 +26,7 @@ PROMETHEUS_CONFIG = ROOT / "config" / "prometheus" / "prometheus.yml"
 
 DASHBOARDS_MOUNT = "/var/lib/grafana/dashboards"
 README = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/README.md"
+RUNBOOK = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/docs/alerts-runbook.md"
 REGENERATE = "run `python grafana/dashboard.py --write` and commit the result"
 SELECTED = (
     'atlas_interface_endpoint_info{job=~"$job", group_id=~"$group_id", '
@@ -375,7 +376,7 @@ def test_monitor_up_maps_to_text(dashboard: dict[str, Any]) -> None:
 
 def test_links_point_to_the_readme(dashboard: dict[str, Any]) -> None:
     links = {link["title"]: link["url"] for link in dashboard["links"]}
-    assert links == {"README": README, "Runbook": f"{README}#runbook"}
+    assert links == {"README": README, "Runbook": RUNBOOK}
 
 
 # --- (c) provisioning ------------------------------------------------------------------------

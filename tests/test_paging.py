@@ -310,7 +310,9 @@ async def test_rejected_pages_once_and_resolves_once_with_two_monitors_one_kille
         **paging.simulator_ids,
     }
     assert page["annotations"]["atlas_error_message"] == ATLAS_MESSAGE_LABEL
-    assert page["annotations"]["runbook_url"].endswith("README.md#atlasendpointrejected")
+    assert page["annotations"]["runbook_url"].endswith(
+        "docs/alerts-runbook.md#atlasendpointrejected"
+    )
     assert "payments-prod" in page["annotations"]["summary"]
 
     assert resolved["status"] == "resolved"

@@ -25,7 +25,7 @@ RULES_TEST_FILE = PROMETHEUS_DIR / "tests" / "atlas-endpoint-monitor.test.yml"
 
 # Where docker compose mounts RULES_DIR inside the Prometheus container.
 CONTAINER_RULES_GLOB = "/etc/prometheus/rules/*.yml"
-RUNBOOK = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/README.md#"
+RUNBOOK = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/docs/alerts-runbook.md#"
 SEVERITIES = {"critical", "warning", "none"}
 ENDPOINT_ID_LABELS = ("group_id", "private_link_id", "interface_endpoint_id", "name")
 
@@ -88,16 +88,16 @@ def test_rule_unit_tests_pass() -> None:
 
 
 def test_every_alert_has_severity_annotations_and_runbook() -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    runbook = (REPO / "docs" / "alerts-runbook.md").read_text(encoding="utf-8")
     for rule in alerting_rules():
         name = rule["alert"]
         assert rule.get("labels", {}).get("severity") in SEVERITIES, name
         annotations = rule.get("annotations", {})
         assert annotations.get("summary"), f"{name}: no summary"
         assert annotations.get("description"), f"{name}: no description"
-        # The README's "### <AlertName>" runbook subsection, as GitHub anchors it.
+        # The runbook's "### <AlertName>" section, as GitHub anchors it.
         assert annotations.get("runbook_url") == RUNBOOK + name.lower(), name
-        assert f"\n### {name}\n" in readme, f"{name}: no runbook section in README.md"
+        assert f"\n### {name}\n" in runbook, f"{name}: no section in docs/alerts-runbook.md"
         if "atlas_interface_endpoint_info" in rule["expr"]:
             for label in ENDPOINT_ID_LABELS:
                 assert f"$labels.{label}" in annotations["description"], f"{name}: {label}"
