@@ -33,10 +33,10 @@ from monitor.simulator import (
     Scenario,
     ScenarioError,
     Simulator,
-    _NonceRegistry,
     default_scenario,
     load_scenario,
 )
+from monitor.simulator.auth import _NonceRegistry, _TokenRegistry
 
 PUBLIC_KEY = "sim-public"
 PRIVATE_KEY = "sim-private-9c1e"
@@ -1783,7 +1783,7 @@ async def test_tokens_expire_by_the_injected_clock_without_a_digest_challenge(
 
 
 def test_token_registry_forgets_the_oldest_tokens_past_its_capacity() -> None:
-    registry = simulator_module._TokenRegistry(capacity=3)
+    registry = _TokenRegistry(capacity=3)
 
     tokens = [registry.issue(now=0, lifetime=10) for _ in range(5)]
 
