@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from monitor.atlas import CloudProvider, ConnectionStatus, ServiceStatus
+from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 
 if TYPE_CHECKING:
     from monitor.config import EndpointConfig

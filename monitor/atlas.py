@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from urllib.parse import quote
 
 import aiohttp
@@ -33,6 +33,14 @@ from multidict import CIMultiDictProxy
 from pydantic import SecretStr
 
 from monitor import __version__
+from monitor.providers import (
+    OBJECT_ID,
+    PROVIDERS,
+    CloudProvider,
+    ConnectionStatus,
+    ServiceStatus,
+    provider_names,
+)
 
 API_ROOT: Final = "/api/atlas/v1.0"
 API_ROOT_V2: Final = "/api/atlas/v2"
@@ -60,25 +68,6 @@ BACKOFF_CAP_SECONDS: Final = 30.0
 RATE_LIMIT_LOW_SHARE: Final = 0.1
 """Below this share of RateLimit-Limit left, a project's requests are slowed down."""
 
-# Id formats, shared by config validation and the simulator's checks; each is held against
-# Atlas' v2 spec in tests/test_spec_excerpt.py, which names where they knowingly differ.
-OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
-"""Atlas project (group) and private endpoint service ids. The spec says lower case; upper
-case is taken too and lowered before it is sent."""
-INTERFACE_ENDPOINT_ID = re.compile(r"vpce-(?:[0-9a-f]{8}|[0-9a-f]{17})")
-"""AWS VPC interface endpoint ids: the long form the spec names and the short form of
-endpoints created before AWS lengthened its ids in 2018, which v1.0 still shows."""
-AZURE_PRIVATE_ENDPOINT_ID = re.compile(
-    r"/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-    r"/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Network"
-    r"/privateEndpoints/[-\w.()]{1,80}",
-    re.IGNORECASE,
-)
-"""Azure private endpoint resource ids (Azure compares them case-insensitively). Names take
-what the spec's pattern takes, parentheses included; lengths are Azure's limits (resource
-groups 90, network resources 80), and letters may be Unicode as in Azure's rules."""
-GCP_ENDPOINT_GROUP_NAME = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?")
-"""GCP endpoint group names: the resource-name rule of Google Cloud (the spec has none)."""
 REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 """Atlas region names (us-east-1, US_EAST_2, CENTRAL_US, EUROPE_WEST): the only text of an
 answer that becomes a label value, so anything else is dropped rather than exported."""
@@ -88,12 +77,6 @@ log = structlog.get_logger(__name__)
 RequestObserver = Callable[[str, str, float], None]
 """Called once per HTTP exchange on the wire (401 challenges included) with
 (method, status code or ``"error"``, seconds until the response headers arrived)."""
-
-
-class CloudProvider(StrEnum):
-    AWS = "AWS"
-    AZURE = "AZURE"
-    GCP = "GCP"
 
 
 class ApiVersion(StrEnum):
@@ -133,110 +116,6 @@ def service_path(group_id: str, provider: CloudProvider, service_id: str) -> str
     return f"{services_path(group_id, provider)}/{service_id}"
 
 
-class ConnectionStatus(StrEnum):
-    """Every endpoint status of every provider; ``ENDPOINT_STATUSES`` says whose is whose."""
-
-    NONE = "NONE"
-    PENDING_ACCEPTANCE = "PENDING_ACCEPTANCE"
-    PENDING = "PENDING"
-    INITIATING = "INITIATING"
-    VERIFIED = "VERIFIED"
-    AVAILABLE = "AVAILABLE"
-    REJECTED = "REJECTED"
-    FAILED = "FAILED"
-    DELETING = "DELETING"
-    DELETED = "DELETED"
-    UNKNOWN = "UNKNOWN"
-    """Anything Atlas may add later; the raw value is kept beside it."""
-
-    @classmethod
-    def parse(cls, raw: str, provider: CloudProvider = CloudProvider.AWS) -> ConnectionStatus:
-        """A status another provider uses is as unexpected here as a made-up one."""
-        return _parse_status(cls, raw, ENDPOINT_STATUSES[provider], cls.UNKNOWN)
-
-
-class ServiceStatus(StrEnum):
-    """Statuses of an endpoint service (Atlas' side of the private link)."""
-
-    INITIATING = "INITIATING"
-    WAITING_FOR_USER = "WAITING_FOR_USER"
-    AVAILABLE = "AVAILABLE"
-    FAILED = "FAILED"
-    DELETING = "DELETING"
-    UNKNOWN = "UNKNOWN"
-
-    @classmethod
-    def parse(cls, raw: str, provider: CloudProvider) -> ServiceStatus:
-        return _parse_status(cls, raw, SERVICE_STATUSES[provider], cls.UNKNOWN)
-
-
-_Status = TypeVar("_Status", ConnectionStatus, ServiceStatus)
-
-
-def _parse_status(
-    kind: type[_Status], raw: str, known: tuple[_Status, ...], unknown: _Status
-) -> _Status:
-    try:
-        status = kind(raw)
-    except ValueError:
-        return unknown
-    return status if status in known and status is not unknown else unknown
-
-
-ENDPOINT_STATUSES: Mapping[CloudProvider, tuple[ConnectionStatus, ...]] = {
-    CloudProvider.AWS: (
-        ConnectionStatus.NONE,
-        ConnectionStatus.PENDING_ACCEPTANCE,
-        ConnectionStatus.PENDING,
-        ConnectionStatus.AVAILABLE,
-        ConnectionStatus.REJECTED,
-        ConnectionStatus.DELETING,
-        ConnectionStatus.UNKNOWN,
-    ),
-    CloudProvider.AZURE: (
-        ConnectionStatus.INITIATING,
-        ConnectionStatus.AVAILABLE,
-        ConnectionStatus.FAILED,
-        ConnectionStatus.DELETING,
-        ConnectionStatus.UNKNOWN,
-    ),
-    CloudProvider.GCP: (
-        ConnectionStatus.INITIATING,
-        ConnectionStatus.VERIFIED,
-        ConnectionStatus.AVAILABLE,
-        ConnectionStatus.FAILED,
-        ConnectionStatus.DELETING,
-        ConnectionStatus.DELETED,
-        ConnectionStatus.UNKNOWN,
-    ),
-}
-"""Each provider's endpoint statuses, in the order of its state set (UNKNOWN last): the v2
-spec's enum of the provider, plus AWS NONE, which v1.0 answers (and Terraform waits on)."""
-
-SERVICE_STATUSES: Mapping[CloudProvider, tuple[ServiceStatus, ...]] = dict.fromkeys(
-    CloudProvider, tuple(ServiceStatus)
-)
-"""Endpoint service statuses: the spec gives every provider the same enum."""
-
-# Per provider, the v2 fields naming an endpoint and holding its status, and the field of
-# an endpoint service that lists its endpoints.
-_ENDPOINT_ID_FIELD = {
-    CloudProvider.AWS: "interfaceEndpointId",
-    CloudProvider.AZURE: "privateEndpointResourceId",
-    CloudProvider.GCP: "endpointGroupName",
-}
-_STATUS_FIELD = {
-    CloudProvider.AWS: "connectionStatus",
-    CloudProvider.AZURE: "status",
-    CloudProvider.GCP: "status",
-}
-_SERVICE_ENDPOINTS_FIELD = {
-    CloudProvider.AWS: "interfaceEndpoints",
-    CloudProvider.AZURE: "privateEndpoints",
-    CloudProvider.GCP: "endpointGroupNames",
-}
-
-
 @dataclass(frozen=True, order=True)
 class EndpointRef:
     """The ids that name one private endpoint in Atlas: the project, the endpoint service
@@ -259,7 +138,7 @@ class EndpointRef:
         return self._comparable(other) == self._comparable(self.interface_endpoint_id)
 
     def _comparable(self, endpoint_id: str) -> str:
-        return endpoint_id.lower() if self.cloud_provider is CloudProvider.AZURE else endpoint_id
+        return PROVIDERS[self.cloud_provider].comparable_id(endpoint_id)
 
 
 @dataclass(frozen=True)
@@ -281,7 +160,8 @@ class InterfaceEndpoint:
         if not isinstance(document, dict):
             raise ValueError(f"expected a JSON object, got {type(document).__name__}")
         _check_provider(document, provider)
-        id_field, status_field = _ENDPOINT_ID_FIELD[provider], _STATUS_FIELD[provider]
+        spec = PROVIDERS[provider]
+        id_field, status_field = spec.endpoint_id_field, spec.status_field
         endpoint_id = document.get(id_field)
         raw_status = document.get(status_field)
         delete_requested = document.get("deleteRequested", False)
@@ -320,7 +200,7 @@ class EndpointService:
         service_id = document.get("id")
         raw_status = document.get("status")
         region = document.get("regionName")
-        endpoints_field = _SERVICE_ENDPOINTS_FIELD[provider]
+        endpoints_field = PROVIDERS[provider].service_endpoints_field
         endpoint_ids = document.get(endpoints_field) or []
         if not isinstance(service_id, str) or not OBJECT_ID.fullmatch(service_id):
             raise ValueError("id is missing or not 24 hexadecimal characters")
@@ -674,10 +554,11 @@ class AtlasClient:
                 log.info("atlas_post_not_applied", endpoint=str(ref), cause=error.summary)
                 raise error from None
 
-        if ref.cloud_provider is not CloudProvider.AWS:
+        if not PROVIDERS[ref.cloud_provider].can_be_added:
             # Azure needs the endpoint's IP address and GCP its forwarding rules, which
             # only the operator's own cloud knows; the config refuses to ask for it.
-            raise ValueError(f"only AWS endpoints can be added, not {ref.cloud_provider}")
+            added = provider_names(lambda each: each.can_be_added)
+            raise ValueError(f"only {added} endpoints can be added, not {ref.cloud_provider}")
         key = "interfaceEndpointId" if self._api is ApiVersion.V1 else "id"
         path = self._api.endpoints_path(ref)
         document = await self._with_retries(

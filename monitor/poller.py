@@ -24,13 +24,10 @@ from monitor.atlas import (
     AtlasClient,
     AtlasError,
     AtlasNotFoundError,
-    CloudProvider,
-    ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
     LocalResourceError,
     RequestObserver,
-    ServiceStatus,
     describe_failure,
 )
 from monitor.config import (
@@ -41,6 +38,7 @@ from monitor.config import (
     endpoint_identity,
 )
 from monitor.metrics import MonitorMetrics, ServiceSnapshot, Snapshot
+from monitor.providers import PROVIDERS, CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.state import (
     AddPolicy,
     EndpointState,
@@ -239,8 +237,7 @@ def _discovered_endpoint(
             private_link_id=service_id,
             cloud_provider=provider,
             interface_endpoint_id=endpoint_id,
-            # An Azure id is a resource path; its last segment is the name people know.
-            name=endpoint_id.rsplit("/", 1)[-1] if provider is CloudProvider.AZURE else None,
+            name=PROVIDERS[provider].display_name(endpoint_id),
             labels=entry.labels,
         )
     except ValidationError as error:

@@ -13,26 +13,14 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from monitor.alerts import ENDPOINT_ALERTS, SERVICE_ALERTS, AlertName
-from monitor.atlas import (
+from monitor.atlas import EndpointService, InterfaceEndpoint
+from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
+from monitor.providers import (
+    PROVISIONING_STATUSES,
     CloudProvider,
     ConnectionStatus,
-    EndpointService,
-    InterfaceEndpoint,
     ServiceStatus,
 )
-from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
-
-PROVISIONING_STATUSES = frozenset(
-    {
-        ConnectionStatus.NONE,
-        ConnectionStatus.PENDING_ACCEPTANCE,
-        ConnectionStatus.PENDING,
-        ConnectionStatus.INITIATING,
-        ConnectionStatus.VERIFIED,
-    }
-)
-"""Statuses an endpoint passes through on its way to AVAILABLE (AWS: NONE, PENDING_ACCEPTANCE,
-PENDING; Azure and GCP: INITIATING, and GCP's VERIFIED); staying among them is "stuck"."""
 
 ANSWER_CONDITIONS = frozenset(
     {

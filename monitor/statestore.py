@@ -38,8 +38,9 @@ import structlog
 from pydantic import ValidationError
 
 from monitor.alerts import AlertName
-from monitor.atlas import CloudProvider, ConnectionStatus, EndpointRef, ServiceStatus
+from monitor.atlas import EndpointRef
 from monitor.config import EndpointConfig
+from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.state import EndpointState, ServiceKey, ServiceState
 
 log = structlog.get_logger(__name__)

@@ -9,11 +9,9 @@ from datetime import datetime, timedelta
 from structlog.testing import capture_logs
 
 from monitor.alerts import AlertName, emit_alert
-from monitor.atlas import (
-    ConnectionStatus,
-)
 from monitor.config import EndpointConfig
 from monitor.logs import configure_logging
+from monitor.providers import ConnectionStatus
 from monitor.state import AlertEvent
 from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
 

@@ -33,15 +33,13 @@ from monitor.atlas import (
     AtlasRequestError,
     AtlasServerError,
     AtlasUnreachableError,
-    CloudProvider,
-    ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
     LocalResourceError,
     ServiceAccount,
-    ServiceStatus,
     parse_retry_after,
 )
+from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
 from tests.conftest import (
     ENDPOINT_ID,

@@ -39,8 +39,6 @@ from monitor.atlas import (
     AtlasClient,
     AtlasNotFoundError,
     AtlasRateLimitedError,
-    CloudProvider,
-    ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
     parse_retry_after,
@@ -57,6 +55,7 @@ from monitor.config import (
 from monitor.lifecycle import serve_on_stack
 from monitor.logs import configure_logging, secret_forms
 from monitor.poller import PollResult, watched_endpoints
+from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.report import render_json, render_table
 from tests.conftest import (
     CREDENTIALS_ENV,

@@ -27,8 +27,6 @@ from monitor.atlas import (
     ApiVersion,
     AtlasClient,
     AtlasServerError,
-    CloudProvider,
-    ConnectionStatus,
     EndpointRef,
     EndpointService,
     InterfaceEndpoint,
@@ -36,6 +34,7 @@ from monitor.atlas import (
 from monitor.config import EndpointConfig, Settings
 from monitor.metrics import EndpointExposition, Exposition
 from monitor.poller import Monitor, PollScheduler, poll_endpoints
+from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
 from tests.conftest import (
     GROUP_ID,

@@ -9,11 +9,11 @@ from monitor.atlas import (
     AtlasAuthError,
     AtlasNotFoundError,
     AtlasUnreachableError,
-    ConnectionStatus,
     InterfaceEndpoint,
 )
 from monitor.config import EndpointConfig
 from monitor.poller import PollResult
+from monitor.providers import ConnectionStatus
 from monitor.report import alert_conditions, has_alert, render_json, render_table
 from tests.conftest import GROUP_ID, PRIVATE_LINK_ID
 

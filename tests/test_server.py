@@ -13,9 +13,9 @@ from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
 
 from monitor import __version__
-from monitor.atlas import ENDPOINT_STATUSES, CloudProvider
 from monitor.config import ConfigError, EndpointConfig, Settings
 from monitor.lifecycle import serve_on_stack
+from monitor.providers import ENDPOINT_STATUSES, CloudProvider
 from monitor.server import create_app
 from monitor.simulator import Fault, Scenario
 from tests.conftest import (

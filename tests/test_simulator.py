@@ -1933,7 +1933,8 @@ async def test_control_routes_steer_azure_gcp_endpoints_and_services(
     assert azure_after.status == 404
     assert [answer.status for answer in refused] == [400, 400, 400]
     assert "cloud_provider" in refused[0].json()["detail"]
-    assert "interface_endpoint_id: must be an Azure resource id" in refused[1].json()["detail"]
+    azure_problem = "interface_endpoint_id: must be an Azure private endpoint resource id"
+    assert azure_problem in refused[1].json()["detail"]
     assert "region: Extra inputs" in refused[2].json()["detail"]
 
 
@@ -1982,7 +1983,7 @@ endpoints:
         "endpoints.1.interface_endpoint_id",
         "endpoints.2.cloud_provider",
     ]
-    assert "must be an Azure resource id" in problems[5]
+    assert "must be an Azure private endpoint resource id" in problems[5]
     assert "must be a GCP endpoint group name" in problems[6]
     assert "'AWS', 'AZURE' or 'GCP'" in problems[7]
 

@@ -21,22 +21,18 @@ import pytest
 import yaml
 from yarl import URL
 
-from monitor.atlas import (
-    API_ROOT_V2,
+from monitor.atlas import API_ROOT_V2, ApiVersion, EndpointRef, service_path, services_path
+from monitor.oauth import TOKEN_PATH, token_url
+from monitor.providers import (
     AZURE_PRIVATE_ENDPOINT_ID,
     ENDPOINT_STATUSES,
     INTERFACE_ENDPOINT_ID,
     OBJECT_ID,
     SERVICE_STATUSES,
-    ApiVersion,
     CloudProvider,
     ConnectionStatus,
-    EndpointRef,
     ServiceStatus,
-    service_path,
-    services_path,
 )
-from monitor.oauth import TOKEN_PATH, token_url
 from monitor.simulator import Scenario, ScenarioEndpoint
 from tests.conftest import GROUP_ID, PRIVATE_KEY, PUBLIC_KEY, StartSimulator
 

@@ -9,15 +9,10 @@ from typing import Any
 import pytest
 
 from monitor.alerts import AlertName as Alert
-from monitor.atlas import (
-    ENDPOINT_STATUSES,
-    CloudProvider,
-    EndpointService,
-    InterfaceEndpoint,
-    ServiceStatus,
-)
-from monitor.atlas import ConnectionStatus as Status
+from monitor.atlas import EndpointService, InterfaceEndpoint
 from monitor.config import AlertSettings, MonitorConfig
+from monitor.providers import ENDPOINT_STATUSES, CloudProvider, ServiceStatus
+from monitor.providers import ConnectionStatus as Status
 from monitor.state import (
     AddAction,
     AddPolicy,

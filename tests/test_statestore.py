@@ -25,14 +25,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.alerts import AlertName
-from monitor.atlas import (
-    CloudProvider,
-    ConnectionStatus,
-    EndpointRef,
-    InterfaceEndpoint,
-    ServiceStatus,
-)
+from monitor.atlas import EndpointRef, InterfaceEndpoint
 from monitor.config import EndpointConfig
+from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioService
 from monitor.state import EndpointState, ServiceKey, ServiceState
 from monitor.statestore import SCHEMA_VERSION, Batch, StateStore, StateStoreLocked

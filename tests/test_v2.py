@@ -19,14 +19,9 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-from monitor.atlas import (
-    ENDPOINT_STATUSES,
-    SERVICE_STATUSES,
-    V2_MEDIA_TYPE,
-    CloudProvider,
-    ServiceAccount,
-)
+from monitor.atlas import V2_MEDIA_TYPE, ServiceAccount
 from monitor.config import Credentials, Settings
+from monitor.providers import ENDPOINT_STATUSES, SERVICE_STATUSES, CloudProvider
 from monitor.simulator import Scenario, ScenarioEndpoint, ScenarioService
 from tests.conftest import (
     GROUP_ID,

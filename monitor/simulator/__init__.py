@@ -129,11 +129,11 @@ imports this package (``cli`` imports it lazily for ``simulate`` and ``demo``).
 """
 
 from monitor.atlas import API_ROOT
+from monitor.providers import CloudProvider
 from monitor.simulator.app import Simulator
 from monitor.simulator.auth import OAUTH_TOKEN_PATH
 from monitor.simulator.faults import Fault
 from monitor.simulator.http import API_V2_ROOT, V2_MEDIA_TYPE
-from monitor.simulator.ids import CloudProvider
 from monitor.simulator.scenario import (
     Scenario,
     ScenarioEndpoint,

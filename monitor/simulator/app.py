@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
 from monitor.atlas import API_ROOT
+from monitor.providers import PROVIDERS, ConnectionStatus, spec_of
 from monitor.simulator.auth import (
     _NONCE_CAPACITY,
     _TOKEN_CAPACITY,
@@ -55,7 +56,6 @@ from monitor.simulator.http import (
     _not_found,
     _serves_version,
 )
-from monitor.simulator.ids import _canonical_endpoint_id
 from monitor.simulator.routes import (
     _CONTROL_ENDPOINT,
     _CONTROL_SERVICE,
@@ -86,16 +86,15 @@ from monitor.simulator.state import (
 )
 
 log = structlog.get_logger(__name__)
-# Status after a v2 POST, then one more per step_seconds; v1.0 starts AWS endpoints in NONE,
-# a status the v2 enum does not have.
-_PROVISIONING: dict[str, tuple[str, tuple[str, ...]]] = {
-    "AWS": ("PENDING_ACCEPTANCE", ("PENDING", "AVAILABLE")),
-    "AZURE": ("INITIATING", ("AVAILABLE",)),
-    "GCP": ("INITIATING", ("VERIFIED", "AVAILABLE")),
-}
-_V1_PROVISIONING = ("NONE", ("PENDING_ACCEPTANCE", "PENDING", "AVAILABLE"))
-# Atlas' region names (the snapshots of real answers say EU_WEST_1, not eu-west-1).
-_DEFAULT_REGIONS: dict[str, str] = {"AWS": "US_EAST_1", "AZURE": "US_EAST_2", "GCP": "CENTRAL_US"}
+
+
+def _progression(cloud_provider: str, *, v2: bool) -> list[str]:
+    """A new endpoint's statuses after a POST, one per step_seconds, ending AVAILABLE; v1.0
+    starts (AWS) endpoints in NONE, a status the v2 enum does not have."""
+    provisioning = spec_of(cloud_provider).provisioning
+    if not v2:
+        provisioning = (ConnectionStatus.NONE, *provisioning)
+    return [status.value for status in (*provisioning, ConnectionStatus.AVAILABLE)]
 
 
 class Simulator:
@@ -142,7 +141,7 @@ class Simulator:
             self._services[service.key()] = _ServiceScript(
                 _ServiceState(service.status, service.error_message),
                 started_at,
-                service.region or _DEFAULT_REGIONS[service.cloud_provider],
+                service.region or PROVIDERS[service.cloud_provider].simulator_region,
                 service.timeline,
             )
         for endpoint in scenario.endpoints:
@@ -180,7 +179,9 @@ class Simulator:
         key = _endpoint_key(group_id, private_link_id, interface_endpoint_id, cloud_provider)
         if status is None:
             current = self._current_state(key)
-            status = _PROVISIONING[key.cloud_provider][0] if current is None else current.status
+            status = (
+                _progression(key.cloud_provider, v2=True)[0] if current is None else current.status
+            )
         state = _EndpointState(
             exists=True,
             status=status,
@@ -237,9 +238,10 @@ class Simulator:
         """
         key = _endpoint_key(group_id, private_link_id, interface_endpoint_id, cloud_provider)
         state = self._current_state(key)
+        served_by_v1 = spec_of(key.cloud_provider).served_by_v1
         if api_version is None:
-            api_version = "v1.0" if key.cloud_provider == "AWS" else "v2"
-        if state is None or (api_version == "v1.0" and key.cloud_provider != "AWS"):
+            api_version = "v1.0" if served_by_v1 else "v2"
+        if state is None or (api_version == "v1.0" and not served_by_v1):
             return None
         if api_version == "v1.0":
             return _atlas_body(key.interface_endpoint_id, state)
@@ -264,7 +266,9 @@ class Simulator:
         if status is None:
             status = "AVAILABLE" if current is None else current.state_at(now).status
         if region is None:
-            region = _DEFAULT_REGIONS[key.cloud_provider] if current is None else current.region
+            region = (
+                spec_of(key.cloud_provider).simulator_region if current is None else current.region
+            )
         self._services[key] = _ServiceScript(_ServiceState(status, error_message), now, region)
         log.info("simulator_service_set", **key._asdict(), status=status)
 
@@ -281,7 +285,7 @@ class Simulator:
     def _ensure_service(self, key: ServiceKey, now: float) -> None:
         """A service that endpoints name exists even when nobody listed it."""
         if key not in self._services:
-            region = _DEFAULT_REGIONS[key.cloud_provider]
+            region = spec_of(key.cloud_provider).simulator_region
             self._services[key] = _ServiceScript(_ServiceState("AVAILABLE", None), now, region)
 
     def _current_state(self, key: EndpointKey) -> _EndpointState | None:
@@ -522,7 +526,7 @@ class Simulator:
         key = EndpointKey(
             match["groupId"],
             match["serviceId"],
-            _canonical_endpoint_id(cloud_provider, details.endpoint_id),
+            spec_of(cloud_provider).comparable_id(details.endpoint_id),
             cloud_provider,
         )
 
@@ -599,7 +603,7 @@ class Simulator:
             return conflict.response(request)
         step = self.scenario.step_seconds
         v2 = _is_v2(request)
-        first_status, later_statuses = _PROVISIONING[key.cloud_provider] if v2 else _V1_PROVISIONING
+        first_status, *later_statuses = _progression(key.cloud_provider, v2=v2)
         state = _EndpointState(
             exists=True, status=first_status, error_message=None, delete_requested=False
         )

@@ -13,7 +13,8 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
-from monitor.simulator.ids import _ENDPOINT_ID_FORMATS, _PATH_ID_FORMATS, CLOUD_PROVIDERS, _IdFormat
+from monitor.providers import IdRule, spec_of
+from monitor.simulator.ids import _PATH_ID_FORMATS
 
 API_V2_ROOT = "/api/atlas/v2"
 V2_RESOURCE_VERSION = "2023-01-01"
@@ -104,14 +105,16 @@ def _check_path_ids(request: web.Request) -> None:
     formats = _PATH_ID_FORMATS
     provider = request.match_info.get("cloudProvider")
     if provider is not None:
-        if provider not in CLOUD_PROVIDERS:
+        try:
+            spec = spec_of(provider)
+        except ValueError:
             raise _AtlasError(
                 HTTPStatus.BAD_REQUEST,
                 "INVALID_ENUM_VALUE",
                 f"An invalid enumeration value {provider} was specified.",
                 [provider],
-            )
-        formats = {**formats, "endpointId": _ENDPOINT_ID_FORMATS[provider]}
+            ) from None
+        formats = {**formats, "endpointId": spec.endpoint_id}
     invalid = [
         name
         for name, value in request.match_info.items()
@@ -161,7 +164,7 @@ async def _json_object_from_body(
     return body
 
 
-def _id_attribute(body: Mapping[str, Any], name: str, id_format: _IdFormat) -> str:
+def _id_attribute(body: Mapping[str, Any], name: str, id_format: IdRule) -> str:
     value = body[name]
     if not isinstance(value, str) or not id_format.matches(value):
         raise _invalid_attribute(name)

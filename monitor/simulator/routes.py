@@ -12,7 +12,8 @@ from pydantic import (
     ValidationError,
 )
 
-from monitor.simulator.ids import CloudProvider, ObjectId, _canonical_endpoint_id, _infer_provider
+from monitor.providers import CloudProvider, inferred_provider, spec_of
+from monitor.simulator.ids import ObjectId
 from monitor.simulator.scenario import (
     EndpointKey,
     ServiceKey,
@@ -53,7 +54,7 @@ class _ServiceRef(BaseModel):
     service_id: ObjectId
 
     def key(self) -> ServiceKey:
-        return ServiceKey(self.group_id, self.cloud_provider, self.service_id)
+        return ServiceKey(self.group_id, self.cloud_provider.value, self.service_id)
 
 
 def _endpoint_key(
@@ -66,7 +67,7 @@ def _endpoint_key(
         {
             "group_id": group_id,
             "private_link_id": private_link_id,
-            "cloud_provider": cloud_provider or _infer_provider(interface_endpoint_id),
+            "cloud_provider": cloud_provider or inferred_provider(interface_endpoint_id),
             "interface_endpoint_id": interface_endpoint_id,
         }
     )
@@ -95,7 +96,7 @@ def _v2_path_key(request: web.Request) -> EndpointKey:
     return EndpointKey(
         match["groupId"],
         match["serviceId"],
-        _canonical_endpoint_id(cloud_provider, match["endpointId"]),
+        spec_of(cloud_provider).comparable_id(match["endpointId"]),
         cloud_provider,
     )
 

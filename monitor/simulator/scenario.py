@@ -20,13 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from monitor.providers import PROVIDERS, CloudProvider
 from monitor.simulator.faults import Fault
-from monitor.simulator.ids import (
-    _ENDPOINT_ID_FORMATS,
-    CloudProvider,
-    ObjectId,
-    _canonical_endpoint_id,
-)
+from monitor.simulator.ids import ObjectId
 
 
 class ScenarioError(Exception):
@@ -98,7 +94,7 @@ def _in_time_order(steps: list[_AnyStep]) -> list[_AnyStep]:
 
 
 class EndpointKey(NamedTuple):
-    """The store's key; an Azure id is in lower case (see ``_canonical_endpoint_id``)."""
+    """The store's key; an Azure id is in lower case (``ProviderSpec.comparable_id``)."""
 
     group_id: str
     private_link_id: str
@@ -120,7 +116,7 @@ class _EndpointRef(BaseModel):
 
     group_id: ObjectId
     private_link_id: ObjectId
-    cloud_provider: CloudProvider = "AWS"
+    cloud_provider: CloudProvider = CloudProvider.AWS
     interface_endpoint_id: str
 
     @field_validator("interface_endpoint_id")
@@ -129,14 +125,14 @@ class _EndpointRef(BaseModel):
         provider = info.data.get("cloud_provider")
         if provider is None:  # itself invalid, and reported as such
             return value
-        return _ENDPOINT_ID_FORMATS[provider].check(value)
+        return PROVIDERS[provider].endpoint_id.check(value)
 
     def key(self) -> EndpointKey:
         return EndpointKey(
             self.group_id,
             self.private_link_id,
-            _canonical_endpoint_id(self.cloud_provider, self.interface_endpoint_id),
-            self.cloud_provider,
+            PROVIDERS[self.cloud_provider].comparable_id(self.interface_endpoint_id),
+            self.cloud_provider.value,
         )
 
 
@@ -158,7 +154,7 @@ class ScenarioService(BaseModel):
 
     group_id: ObjectId
     id: ObjectId
-    cloud_provider: CloudProvider = "AWS"
+    cloud_provider: CloudProvider = CloudProvider.AWS
     region: str | None = None
     """None: the provider's default region."""
     status: str = "AVAILABLE"
@@ -166,7 +162,7 @@ class ScenarioService(BaseModel):
     timeline: Annotated[list[ServiceTimelineStep], AfterValidator(_in_time_order)] = []
 
     def key(self) -> ServiceKey:
-        return ServiceKey(self.group_id, self.cloud_provider, self.id)
+        return ServiceKey(self.group_id, self.cloud_provider.value, self.id)
 
 
 class _Keyed(Protocol):
