@@ -28,6 +28,7 @@ from monitor.atlas import (
     InterfaceEndpoint,
     LocalResourceError,
     RequestObserver,
+    ServiceKey,
     describe_failure,
 )
 from monitor.config import (
@@ -43,7 +44,6 @@ from monitor.state import (
     AddPolicy,
     EndpointState,
     Observation,
-    ServiceKey,
     ServiceObservation,
     ServiceState,
     advance,

@@ -12,12 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from monitor.alerts import ENDPOINT_ALERTS, SERVICE_ALERTS, AlertName
+from monitor.alerts import ENDPOINT_ALERTS, SERVICE_ALERTS, AlertEvent, AlertName
 from monitor.atlas import EndpointService, InterfaceEndpoint
 from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
 from monitor.providers import (
     PROVISIONING_STATUSES,
-    CloudProvider,
     ConnectionStatus,
     ServiceStatus,
 )
@@ -46,7 +45,7 @@ class Observation:
     failure: str | None = None
     local_failure: bool = False
     """The poll failed on this host (out of descriptors...), not at Atlas: it must not bring
-    the ``unreachable`` alert closer (see monitor.atlas.LocalResourceError)."""
+    the ``unreachable`` alert closer (see monitor.atlas.errors.LocalResourceError)."""
 
     @classmethod
     def answered(cls, answer: InterfaceEndpoint) -> Observation:
@@ -91,17 +90,6 @@ class EndpointState:
     state file keeps them)."""
     recreate_deletes: int = 0
     dry_run_reported: bool = False
-
-
-@dataclass(frozen=True)
-class AlertEvent:
-    """One alert line to emit; the endpoint's ids and name are added by whoever logs it."""
-
-    alert: AlertName
-    firing: bool
-    connection_status: ConnectionStatus | ServiceStatus | None
-    previous_status: ConnectionStatus | ServiceStatus | None
-    error_message: str | None
 
 
 @dataclass(frozen=True)
@@ -333,15 +321,6 @@ def _failed(answer: InterfaceEndpoint) -> bool:
         answer.connection_status in (ConnectionStatus.REJECTED, ConnectionStatus.FAILED)
         or answer.error_message is not None
     )
-
-
-@dataclass(frozen=True, order=True)
-class ServiceKey:
-    """One endpoint service: Atlas' side of the private link that endpoints connect to."""
-
-    group_id: str
-    cloud_provider: CloudProvider
-    service_id: str
 
 
 @dataclass(frozen=True)

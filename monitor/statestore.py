@@ -38,10 +38,10 @@ import structlog
 from pydantic import ValidationError
 
 from monitor.alerts import AlertName
-from monitor.atlas import EndpointRef
+from monitor.atlas import EndpointRef, ServiceKey
 from monitor.config import EndpointConfig
 from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
-from monitor.state import EndpointState, ServiceKey, ServiceState
+from monitor.state import EndpointState, ServiceState
 
 log = structlog.get_logger(__name__)
 

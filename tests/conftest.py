@@ -40,8 +40,8 @@ from aioresponses import aioresponses
 from pydantic import SecretStr
 from yarl import URL
 
-from monitor import atlas as atlas_module
 from monitor.atlas import ApiKey, AtlasClient
+from monitor.atlas import pacing as pacing_module
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack
 from monitor.metrics import MonitorMetrics
@@ -171,7 +171,7 @@ def run_virtually(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunVirtually[Any]
         virtual_clock = SimpleNamespace(
             monotonic=runner.get_loop().time, time=time.time, perf_counter=time.perf_counter
         )
-        monkeypatch.setattr(atlas_module, "time", virtual_clock)
+        monkeypatch.setattr(pacing_module, "time", virtual_clock)
         yield runner.run
 
 

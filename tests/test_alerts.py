@@ -8,11 +8,10 @@ from datetime import datetime, timedelta
 
 from structlog.testing import capture_logs
 
-from monitor.alerts import AlertName, emit_alert
+from monitor.alerts import AlertEvent, AlertName, emit_alert
 from monitor.config import EndpointConfig
 from monitor.logs import configure_logging
 from monitor.providers import ConnectionStatus
-from monitor.state import AlertEvent
 from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
 
 CONTRACT_FIELDS = {

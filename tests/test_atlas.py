@@ -21,7 +21,6 @@ from yarl import URL
 
 from monitor import __version__
 from monitor.atlas import (
-    MAX_BODY_BYTES,
     V2_MEDIA_TYPE,
     ApiKey,
     ApiVersion,
@@ -39,6 +38,7 @@ from monitor.atlas import (
     ServiceAccount,
     parse_retry_after,
 )
+from monitor.atlas.http import MAX_BODY_BYTES
 from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
 from tests.conftest import (

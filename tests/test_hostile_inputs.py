@@ -32,8 +32,6 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from monitor.atlas import (
-    MAX_RATE_LIMIT_SPACING_SECONDS,
-    MAX_THROTTLE_SECONDS,
     ApiKey,
     AtlasBadResponseError,
     AtlasClient,
@@ -43,6 +41,8 @@ from monitor.atlas import (
     InterfaceEndpoint,
     parse_retry_after,
 )
+from monitor.atlas.http import MAX_THROTTLE_SECONDS
+from monitor.atlas.pacing import MAX_RATE_LIMIT_SPACING_SECONDS
 from monitor.cli import main
 from monitor.config import (
     BASE_URL_ENV,

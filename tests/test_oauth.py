@@ -32,7 +32,7 @@ from monitor.atlas import (
     AtlasServerError,
     AtlasUnreachableError,
 )
-from monitor.oauth import TOKEN_PATH, ServiceAccountLogin, token_url
+from monitor.atlas.oauth import TOKEN_PATH, ServiceAccountLogin, token_url
 
 CLIENT_ID = "mdb_sa_id_65f0c1d2e3a4b5c6d7e8f901"
 CLIENT_SECRET = "mdb_sa_sk_s3cr3t-5f1d9c"
@@ -531,7 +531,7 @@ def test_token_url_is_at_the_host_root() -> None:
     assert token_url("https://cloud.mongodb.com/") == "https://cloud.mongodb.com/api/oauth/token"
 
 
-@pytest.mark.parametrize("first", ["monitor.oauth", "monitor.atlas"])
+@pytest.mark.parametrize("first", ["monitor.atlas.oauth", "monitor.atlas"])
 def test_either_module_imports_first_without_a_cycle(first: str) -> None:
-    code = f"import {first}; import monitor.oauth, monitor.atlas"
+    code = f"import {first}; import monitor.atlas.oauth, monitor.atlas"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -22,7 +22,7 @@ import yaml
 from yarl import URL
 
 from monitor.atlas import API_ROOT_V2, ApiVersion, EndpointRef, service_path, services_path
-from monitor.oauth import TOKEN_PATH, token_url
+from monitor.atlas.oauth import TOKEN_PATH, token_url
 from monitor.providers import (
     AZURE_PRIVATE_ENDPOINT_ID,
     ENDPOINT_STATUSES,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from monitor.alerts import AlertEvent
 from monitor.alerts import AlertName as Alert
 from monitor.atlas import EndpointService, InterfaceEndpoint
 from monitor.config import AlertSettings, MonitorConfig
@@ -16,7 +17,6 @@ from monitor.providers import ConnectionStatus as Status
 from monitor.state import (
     AddAction,
     AddPolicy,
-    AlertEvent,
     EndpointState,
     Observation,
     ServiceObservation,

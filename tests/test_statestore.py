@@ -25,11 +25,11 @@ import pytest
 from structlog.testing import capture_logs
 
 from monitor.alerts import AlertName
-from monitor.atlas import EndpointRef, InterfaceEndpoint
+from monitor.atlas import EndpointRef, InterfaceEndpoint, ServiceKey
 from monitor.config import EndpointConfig
 from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioService
-from monitor.state import EndpointState, ServiceKey, ServiceState
+from monitor.state import EndpointState, ServiceState
 from monitor.statestore import SCHEMA_VERSION, Batch, StateStore, StateStoreLocked
 from tests.conftest import (
     GROUP_ID,
