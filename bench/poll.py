@@ -124,9 +124,9 @@ from monitor.config import BASE_URL_ENV, ConfigError, Credentials, Settings, par
 from monitor.lifecycle import serve_on_stack
 from monitor.logs import configure_logging
 from monitor.metrics import MonitorMetrics
-from monitor.poller import Monitor
+from monitor.polling.poller import Monitor
+from monitor.polling.statestore import StateStore
 from monitor.server import MONITOR, create_app
-from monitor.statestore import StateStore
 
 PUBLIC_KEY = "bench-public-key"
 PRIVATE_KEY = "bench-private-key"
@@ -145,7 +145,7 @@ WORKER_TIMEOUT = 1800.0
 SAMPLE_EVERY = 0.1
 """Request-counter sampling period, s."""
 POLL_WORKER = "for_each_by_project.<locals>.lane_worker"
-"""The coroutine of ``monitor.poller.for_each_by_project``'s workers: they exist while a cycle
+"""The coroutine of ``polling.poller.for_each_by_project``'s workers: they exist while a cycle
 runs, so their appearance marks a cycle's start."""
 
 # Targets, judged at the largest N.

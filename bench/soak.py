@@ -97,7 +97,7 @@ from monitor.atlas import ApiKey
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack, stop_signal_received
 from monitor.logs import configure_logging
-from monitor.poller import Monitor
+from monitor.polling.poller import Monitor
 from monitor.server import MONITOR, create_app
 
 PUBLIC_KEY = "soak-public-key"
@@ -475,7 +475,7 @@ def cpu_seconds() -> float:
 
 
 POLL_WORKER = "for_each_by_project.<locals>.lane_worker"
-"""The coroutine of ``monitor.poller.for_each_by_project``'s workers: ``poll.concurrency`` of
+"""The coroutine of ``polling.poller.for_each_by_project``'s workers: ``poll.concurrency`` of
 them (plus one per project too small for a share) exist while a cycle runs, fewer in its tail,
 none between cycles."""
 

@@ -27,10 +27,10 @@ from monitor.config import (
 )
 from monitor.lifecycle import serve_on_stack, serve_until_stopped
 from monitor.logs import configure_logging
-from monitor.poller import poll_once
+from monitor.polling.poller import poll_once
+from monitor.polling.statestore import StateStore, StateStoreLocked
 from monitor.report import has_alert, render_json, render_table
 from monitor.server import start_daemon
-from monitor.statestore import StateStore, StateStoreLocked
 
 log = structlog.get_logger(__name__)
 

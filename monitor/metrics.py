@@ -25,13 +25,13 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from monitor import __version__
-from monitor.alerts import ENDPOINT_ALERTS, AlertName
 from monitor.atlas import LOCAL_RESOURCE_ERRNOS, EndpointRef, LocalResourceError, ServiceKey
 from monitor.config import EndpointConfig
 from monitor.free_text import LABEL_TEXT_MAX_CHARS, label_text
 from monitor.log_output import write_errors
+from monitor.polling.alerts import ENDPOINT_ALERTS, AlertName
+from monitor.polling.state import EndpointState, ServiceState
 from monitor.providers import ENDPOINT_STATUSES, SERVICE_STATUSES, ConnectionStatus
-from monitor.state import EndpointState, ServiceState
 
 ADD_RESULTS = ("added", "dry_run", "failed")
 OPENMETRICS_EOF = b"# EOF\n"

@@ -21,9 +21,9 @@ from monitor.lifecycle import serve_on_stack
 from monitor.log_output import failing_reason
 from monitor.logs import mask_secret
 from monitor.metrics import MonitorMetrics
-from monitor.poller import Monitor, PollScheduler, build_client
+from monitor.polling.poller import Monitor, PollScheduler, build_client
+from monitor.polling.statestore import StateStore
 from monitor.reloads import STOPPING, ReloadQueue, in_daemon_thread
-from monitor.statestore import StateStore
 from monitor.webconfig import SwappableTLS, protect
 
 log = structlog.get_logger(__name__)

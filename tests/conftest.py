@@ -45,10 +45,10 @@ from monitor.atlas import pacing as pacing_module
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack
 from monitor.metrics import MonitorMetrics
-from monitor.poller import Monitor, build_client
+from monitor.polling.poller import Monitor, build_client
+from monitor.polling.statestore import StateStore
 from monitor.server import MONITOR, RUNTIME, create_app
 from monitor.simulator import Scenario, ScenarioEndpoint, Simulator
-from monitor.statestore import StateStore
 
 GROUP_ID = "5e2211c17a3e5a48f5497de3"
 PRIVATE_LINK_ID = "5e3a1b2c7a3e5a48f5497de4"

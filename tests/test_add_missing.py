@@ -9,7 +9,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from monitor.config import EndpointConfig
-from monitor.poller import Monitor
+from monitor.polling.poller import Monitor
 from monitor.simulator import Fault, Scenario, Simulator
 from tests.conftest import (
     StartSimulator,

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta
 
 from structlog.testing import capture_logs
 
-from monitor.alerts import AlertEvent, AlertName, emit_alert
 from monitor.config import EndpointConfig
 from monitor.logs import configure_logging
+from monitor.polling.alerts import AlertEvent, AlertName, emit_alert
 from monitor.providers import ConnectionStatus
 from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
 

@@ -32,7 +32,7 @@ from monitor.atlas.http import MAX_BODY_BYTES
 from monitor.atlas.pacing import MAX_RETRY_AFTER_SECONDS
 from monitor.config import Settings
 from monitor.lifecycle import serve_app, serve_on_stack
-from monitor.poller import Monitor
+from monitor.polling.poller import Monitor
 from monitor.server import MONITOR, create_app
 from monitor.simulator import DROPPED, Fault, Scenario, Simulator, SimulatorStats
 from tests.conftest import (

@@ -54,7 +54,7 @@ from monitor.config import (
 )
 from monitor.lifecycle import serve_on_stack
 from monitor.logs import configure_logging, secret_forms
-from monitor.poller import PollResult, watched_endpoints
+from monitor.polling.poller import PollResult, watched_endpoints
 from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.report import render_json, render_table
 from tests.conftest import (

@@ -20,12 +20,12 @@ from prometheus_client.samples import Sample
 
 from monitor import __version__
 from monitor import metrics as monitor_metrics
-from monitor.alerts import ENDPOINT_ALERTS, AlertName
 from monitor.atlas import EndpointRef
 from monitor.config import EndpointConfig
 from monitor.metrics import MonitorMetrics
+from monitor.polling.alerts import ENDPOINT_ALERTS, AlertName
+from monitor.polling.state import EndpointState
 from monitor.providers import ENDPOINT_STATUSES, CloudProvider, ConnectionStatus
-from monitor.state import EndpointState
 from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
 
 OTHER_ENDPOINT_ID = "vpce-0a1b2c3d4e5f60718"

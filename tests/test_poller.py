@@ -21,7 +21,6 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 from yarl import URL
 
-from monitor.alerts import AlertName
 from monitor.atlas import (
     ApiKey,
     ApiVersion,
@@ -33,7 +32,8 @@ from monitor.atlas import (
 )
 from monitor.config import EndpointConfig, Settings
 from monitor.metrics import EndpointExposition, Exposition
-from monitor.poller import Monitor, PollScheduler, poll_endpoints
+from monitor.polling.alerts import AlertName
+from monitor.polling.poller import Monitor, PollScheduler, poll_endpoints
 from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
 from tests.conftest import (

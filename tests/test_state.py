@@ -8,13 +8,11 @@ from typing import Any
 
 import pytest
 
-from monitor.alerts import AlertEvent
-from monitor.alerts import AlertName as Alert
 from monitor.atlas import EndpointService, InterfaceEndpoint
 from monitor.config import AlertSettings, MonitorConfig
-from monitor.providers import ENDPOINT_STATUSES, CloudProvider, ServiceStatus
-from monitor.providers import ConnectionStatus as Status
-from monitor.state import (
+from monitor.polling.alerts import AlertEvent
+from monitor.polling.alerts import AlertName as Alert
+from monitor.polling.state import (
     AddAction,
     AddPolicy,
     EndpointState,
@@ -27,6 +25,8 @@ from monitor.state import (
     forget_service,
     next_add_action,
 )
+from monitor.providers import ENDPOINT_STATUSES, CloudProvider, ServiceStatus
+from monitor.providers import ConnectionStatus as Status
 from tests.conftest import ENDPOINT_ID, config_document, endpoint_entry
 
 UNKNOWN_RAW_STATUS = "SOMETHING_NEW"

@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.alerts import AlertName
 from monitor.atlas import EndpointRef, InterfaceEndpoint, ServiceKey
 from monitor.config import EndpointConfig
+from monitor.polling.alerts import AlertName
+from monitor.polling.state import EndpointState, ServiceState
+from monitor.polling.statestore import SCHEMA_VERSION, Batch, StateStore, StateStoreLocked
 from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioService
-from monitor.state import EndpointState, ServiceState
-from monitor.statestore import SCHEMA_VERSION, Batch, StateStore, StateStoreLocked
 from tests.conftest import (
     GROUP_ID,
     WARNINGS_ENV,

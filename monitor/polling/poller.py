@@ -17,8 +17,6 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import ValidationError
 
-from monitor.add_missing import add_if_missing
-from monitor.alerts import emit_alert, emit_service_alert
 from monitor.atlas import (
     ApiVersion,
     AtlasClient,
@@ -39,8 +37,9 @@ from monitor.config import (
     endpoint_identity,
 )
 from monitor.metrics import MonitorMetrics, ServiceSnapshot, Snapshot
-from monitor.providers import PROVIDERS, CloudProvider, ConnectionStatus, ServiceStatus
-from monitor.state import (
+from monitor.polling.add_missing import add_if_missing
+from monitor.polling.alerts import emit_alert, emit_service_alert
+from monitor.polling.state import (
     AddPolicy,
     EndpointState,
     Observation,
@@ -51,7 +50,8 @@ from monitor.state import (
     forget,
     forget_service,
 )
-from monitor.statestore import PendingWrites, SavedState, StateStore
+from monitor.polling.statestore import PendingWrites, SavedState, StateStore
+from monitor.providers import PROVIDERS, CloudProvider, ConnectionStatus, ServiceStatus
 
 log = structlog.get_logger(__name__)
 

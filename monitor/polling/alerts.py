@@ -1,4 +1,4 @@
-"""Alert names and the alert log line itself; when alerts fire is decided in ``monitor.state``."""
+"""Alert names and the alert log line itself; when alerts fire is decided in ``state``."""
 
 from __future__ import annotations
 

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from monitor.alerts import ENDPOINT_ALERTS, SERVICE_ALERTS, AlertEvent, AlertName
 from monitor.atlas import EndpointService, InterfaceEndpoint
 from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
+from monitor.polling.alerts import ENDPOINT_ALERTS, SERVICE_ALERTS, AlertEvent, AlertName
 from monitor.providers import (
     PROVISIONING_STATUSES,
     ConnectionStatus,
