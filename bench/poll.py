@@ -121,9 +121,9 @@ from pydantic import SecretStr
 
 from monitor.atlas import ApiKey
 from monitor.config import BASE_URL_ENV, ConfigError, Credentials, Settings, parse_config
+from monitor.exposition import MonitorMetrics
 from monitor.lifecycle import serve_on_stack
 from monitor.logs import configure_logging
-from monitor.metrics import MonitorMetrics
 from monitor.polling.poller import Monitor
 from monitor.polling.statestore import StateStore
 from monitor.server import MONITOR, create_app

@@ -43,8 +43,8 @@ from yarl import URL
 from monitor.atlas import ApiKey, AtlasClient
 from monitor.atlas import pacing as pacing_module
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
+from monitor.exposition import MonitorMetrics
 from monitor.lifecycle import serve_on_stack
-from monitor.metrics import MonitorMetrics
 from monitor.polling.poller import Monitor, build_client
 from monitor.polling.statestore import StateStore
 from monitor.server import MONITOR, RUNTIME, create_app

@@ -31,7 +31,7 @@ from monitor.atlas import (
     InterfaceEndpoint,
 )
 from monitor.config import EndpointConfig, Settings
-from monitor.metrics import EndpointExposition, Exposition
+from monitor.exposition import EndpointExposition, Exposition
 from monitor.polling.alerts import AlertName
 from monitor.polling.poller import Monitor, PollScheduler, poll_endpoints
 from monitor.providers import CloudProvider, ConnectionStatus

@@ -15,7 +15,7 @@ import structlog
 
 from monitor.atlas import AtlasApiError, AtlasClient, AtlasError
 from monitor.config import EndpointConfig, endpoint_identity
-from monitor.metrics import MonitorMetrics
+from monitor.exposition import MonitorMetrics
 from monitor.polling.state import AddAction, AddPolicy, EndpointState, Observation, next_add_action
 
 log = structlog.get_logger(__name__)

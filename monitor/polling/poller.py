@@ -36,7 +36,7 @@ from monitor.config import (
     Settings,
     endpoint_identity,
 )
-from monitor.metrics import MonitorMetrics, ServiceSnapshot, Snapshot
+from monitor.exposition import MonitorMetrics, ServiceSnapshot, Snapshot
 from monitor.polling.add_missing import add_if_missing
 from monitor.polling.alerts import emit_alert, emit_service_alert
 from monitor.polling.state import (
