@@ -150,7 +150,7 @@ class Endpoint:
 
 
 def endpoint_id(number: int) -> str:
-    """As ``tests/conftest.py``: a distinct, valid interface endpoint id per number."""
+    """As ``tests/helpers.py``: a distinct, valid interface endpoint id per number."""
     return f"vpce-{number:017x}"
 
 

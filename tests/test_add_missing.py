@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from monitor.config import EndpointConfig
 from monitor.polling.poller import Monitor
 from monitor.simulator import Fault, Scenario, Simulator
-from tests.conftest import (
+from tests.helpers import (
     StartSimulator,
     alerts_in,
     endpoint_entry,

@@ -12,7 +12,7 @@ from monitor.config import EndpointConfig
 from monitor.logs import configure_logging
 from monitor.polling.alerts import AlertEvent, AlertName, emit_alert
 from monitor.providers import ConnectionStatus
-from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
+from tests.helpers import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
 
 CONTRACT_FIELDS = {
     "event",

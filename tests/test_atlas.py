@@ -41,7 +41,7 @@ from monitor.atlas import (
 from monitor.atlas.http import MAX_BODY_BYTES
 from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
-from tests.conftest import (
+from tests.helpers import (
     ENDPOINT_ID,
     GROUP_ID,
     PRIVATE_KEY,

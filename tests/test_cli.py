@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from monitor.cli import main
-from tests.conftest import (
+from tests.helpers import (
     PRIVATE_KEY,
     Process,
     WriteConfig,

@@ -16,7 +16,7 @@ from monitor.config import (
     resolve_config_path,
 )
 from monitor.providers import CloudProvider
-from tests.conftest import (
+from tests.helpers import (
     CREDENTIALS_ENV,
     ENDPOINT_ID,
     GROUP_ID,

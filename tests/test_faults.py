@@ -35,7 +35,7 @@ from monitor.lifecycle import serve_app, serve_on_stack
 from monitor.polling.poller import Monitor
 from monitor.server import MONITOR, create_app
 from monitor.simulator import DROPPED, Fault, Scenario, Simulator, SimulatorStats
-from tests.conftest import (
+from tests.helpers import (
     GROUP_ID,
     PRIVATE_KEY,
     PUBLIC_KEY,

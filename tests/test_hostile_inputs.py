@@ -57,7 +57,7 @@ from monitor.logs import configure_logging, secret_forms
 from monitor.polling.poller import PollResult, watched_endpoints
 from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.report import render_json, render_table
-from tests.conftest import (
+from tests.helpers import (
     CREDENTIALS_ENV,
     ENDPOINT_ID,
     GROUP_ID,

@@ -27,7 +27,7 @@ from monitor.exposition import endpoints as exposition_endpoints
 from monitor.polling.alerts import ENDPOINT_ALERTS, AlertName
 from monitor.polling.state import EndpointState
 from monitor.providers import ENDPOINT_STATUSES, CloudProvider, ConnectionStatus
-from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
+from tests.helpers import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
 
 OTHER_ENDPOINT_ID = "vpce-0a1b2c3d4e5f60718"
 THIRD_ENDPOINT_ID = "vpce-1234abcd"

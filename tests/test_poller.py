@@ -36,7 +36,7 @@ from monitor.polling.alerts import AlertName
 from monitor.polling.poller import Monitor, PollScheduler, poll_endpoints
 from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
-from tests.conftest import (
+from tests.helpers import (
     GROUP_ID,
     PRIVATE_KEY,
     PRIVATE_LINK_ID,

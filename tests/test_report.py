@@ -15,7 +15,7 @@ from monitor.polling.alerts import AlertName
 from monitor.polling.poller import PollResult
 from monitor.providers import ConnectionStatus
 from monitor.report import alert_conditions, has_alert, render_json, render_table
-from tests.conftest import GROUP_ID, PRIVATE_LINK_ID
+from tests.helpers import GROUP_ID, PRIVATE_LINK_ID
 
 HEALTHY = EndpointConfig(
     group_id=GROUP_ID,

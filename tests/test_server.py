@@ -18,27 +18,21 @@ from monitor.lifecycle import serve_on_stack
 from monitor.providers import ENDPOINT_STATUSES, CloudProvider
 from monitor.server import create_app
 from monitor.simulator import Fault, Scenario
-from tests.conftest import (
+from tests.helpers import (
+    HEALTHY,
     StartDaemon,
     StartSimulator,
     alerts_in,
     endpoint_entry,
     endpoint_id,
     events_in,
+    fetch,
     ids_of,
     settings_for,
     simulated,
 )
 
-HEALTHY = endpoint_entry(
-    interface_endpoint_id=endpoint_id(1), name="orders", labels={"env": "prod"}
-)
 REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="payments")
-
-
-async def fetch(url: str, **headers: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
-        return response.status, response.headers["Content-Type"], await response.text()
 
 
 async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -34,7 +34,7 @@ from monitor.providers import (
     ServiceStatus,
 )
 from monitor.simulator import Scenario, ScenarioEndpoint
-from tests.conftest import GROUP_ID, PRIVATE_KEY, PUBLIC_KEY, StartSimulator
+from tests.helpers import GROUP_ID, PRIVATE_KEY, PUBLIC_KEY, StartSimulator
 
 EXCERPT_PATH = Path(__file__).parent / "data" / "atlas-spec-excerpt.yaml"
 SERVICES_ROUTE = "/api/atlas/v2/groups/{groupId}/privateEndpoint/{cloudProvider}/endpointService"

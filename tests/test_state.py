@@ -27,7 +27,7 @@ from monitor.polling.state import (
 )
 from monitor.providers import ENDPOINT_STATUSES, CloudProvider, ServiceStatus
 from monitor.providers import ConnectionStatus as Status
-from tests.conftest import ENDPOINT_ID, config_document, endpoint_entry
+from tests.helpers import ENDPOINT_ID, config_document, endpoint_entry
 
 UNKNOWN_RAW_STATUS = "SOMETHING_NEW"
 PROVISIONING_STATUSES = (Status.NONE, Status.PENDING_ACCEPTANCE, Status.PENDING)

@@ -31,12 +31,15 @@ from monitor.polling.state import EndpointState, ServiceState
 from monitor.polling.statestore import SCHEMA_VERSION, Batch, StateStore, StateStoreLocked
 from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioService
-from tests.conftest import (
+from tests.helpers import (
+    AWS_SERVICE,
     GROUP_ID,
     WARNINGS_ENV,
     Process,
     StartSimulator,
     alerts_in,
+    assert_clean_shutdown,
+    at_atlas,
     config_document,
     endpoint_entry,
     endpoint_id,
@@ -49,9 +52,8 @@ from tests.conftest import (
     simulated,
     subprocess_env,
     unused_port,
+    v2_settings,
 )
-from tests.test_lifecycle import assert_clean_shutdown
-from tests.test_v2 import AWS_SERVICE, at_atlas, v2_settings
 
 REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(1), name="rejected")
 FIXED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="fixed-while-down")

@@ -23,20 +23,22 @@ from monitor.atlas import V2_MEDIA_TYPE, ServiceAccount
 from monitor.config import Credentials, Settings
 from monitor.providers import ENDPOINT_STATUSES, SERVICE_STATUSES, CloudProvider
 from monitor.simulator import Scenario, ScenarioEndpoint, ScenarioService
-from tests.conftest import (
+from tests.helpers import (
+    AWS_SERVICE,
     GROUP_ID,
     PRIVATE_KEY,
     PUBLIC_KEY,
     RunningDaemon,
     StartDaemon,
     StartSimulator,
+    at_atlas,
     endpoint_id,
     events_in,
     settings_for,
+    v2_settings,
 )
 
 OTHER_GROUP_ID = "6f0a1b2c3d4e5f6a7b8c9d0e"
-AWS_SERVICE = "65a1b2c3d4e5f60718293a51"
 AZURE_SERVICE = "65a1b2c3d4e5f60718293a52"
 GCP_SERVICE = "65a1b2c3d4e5f60718293a53"
 AZURE_PREFIX = (
@@ -182,32 +184,12 @@ def entry(provider: CloudProvider, service_id: str, endpoint: str, **extra: Any)
     }
 
 
-def at_atlas(
-    provider: CloudProvider, service_id: str, endpoint: str, **state: Any
-) -> ScenarioEndpoint:
-    return ScenarioEndpoint(
-        group_id=GROUP_ID,
-        private_link_id=service_id,
-        cloud_provider=provider.value,
-        interface_endpoint_id=endpoint,
-        **state,
-    )
-
-
 def endpoint_labels(service_id: str, endpoint: str) -> dict[str, str]:
     return {"group_id": GROUP_ID, "private_link_id": service_id, "interface_endpoint_id": endpoint}
 
 
 def service_labels(provider: CloudProvider, service_id: str) -> dict[str, str]:
     return {"group_id": GROUP_ID, "private_link_id": service_id, "cloud_provider": provider.value}
-
-
-def v2_settings(atlas_url: str, **sections: Any) -> Settings:
-    """settings_for with atlas.api_version v2, no retries, and fast cycles."""
-    atlas = {"api_version": "v2", "timeout_seconds": 5, "max_retries": 0}
-    atlas.update(sections.pop("atlas", {}))
-    poll = {"interval_seconds": 0.2, **sections.pop("poll", {})}
-    return settings_for(atlas_url, atlas=atlas, poll=poll, **sections)
 
 
 def alert_lines(logs: Iterable[Mapping[str, Any]], *alerts: str) -> list[Mapping[str, Any]]:
