@@ -558,3 +558,17 @@ def v2_settings(atlas_url: str, **sections: Any) -> Settings:
     atlas.update(sections.pop("atlas", {}))
     poll = {"interval_seconds": 0.2, **sections.pop("poll", {})}
     return settings_for(atlas_url, atlas=atlas, poll=poll, **sections)
+
+
+class FakeClock:
+    """The tests' one clock: it moves only when a test says so (``advance``, or setting
+    ``now``); pass it wherever the code takes a ``clock``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -20,6 +20,7 @@ from monitor.server import create_app
 from monitor.simulator import Fault, Scenario
 from tests.helpers import (
     HEALTHY,
+    FakeClock,
     StartDaemon,
     StartSimulator,
     alerts_in,
@@ -261,16 +262,16 @@ async def test_a_reload_adds_and_removes_endpoints_and_keeps_the_state_of_the_ot
             endpoints=[simulated(HEALTHY), simulated(REJECTED, status="REJECTED"), simulated(ADDED)]
         )
     )
-    now = [1000.0]
+    clock = FakeClock(1000.0)
     source = SettingsFile(
         settings_for(atlas_url, endpoints=[HEALTHY, REJECTED], poll=EVERY_SECOND, server=RELOADABLE)
     )
-    daemon = await start_daemon(source.settings, load=source.load, clock=lambda: now[0])
+    daemon = await start_daemon(source.settings, load=source.load, clock=clock)
     monitor = daemon.monitor
     await asyncio.wait_for(monitor.wait_for_cycles(1), 10)
     kept_before = monitor.state_of(EndpointConfig.model_validate(HEALTHY))
 
-    now[0] = 2000.0
+    clock.now = 2000.0
     source.settings = settings_for(
         atlas_url, endpoints=[HEALTHY, ADDED], poll=EVERY_SECOND, server=RELOADABLE
     )

@@ -37,6 +37,7 @@ from monitor.simulator import (
     load_scenario,
 )
 from monitor.simulator.auth import _NonceRegistry, _TokenRegistry
+from tests.helpers import FakeClock
 
 PUBLIC_KEY = "sim-public"
 PRIVATE_KEY = "sim-private-9c1e"
@@ -116,17 +117,6 @@ def authorization(
         "cnonce": f'"{cnonce}"',
     }
     return f"{scheme} " + ", ".join(f"{k}={v}" for k, v in fields.items() if k not in omit)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class RecordingSleep:

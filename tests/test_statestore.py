@@ -35,6 +35,7 @@ from tests.helpers import (
     AWS_SERVICE,
     GROUP_ID,
     WARNINGS_ENV,
+    FakeClock,
     Process,
     StartSimulator,
     alerts_in,
@@ -205,15 +206,15 @@ def test_a_second_open_of_a_locked_file_waits_then_refuses_naming_the_path(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "state.db"
-    now = [0.0]
+    clock = FakeClock(0.0)
     waits: list[float] = []
 
     def sleep(seconds: float) -> None:
         waits.append(seconds)
-        now[0] += seconds
+        clock.now += seconds
 
     with opened(path), pytest.raises(StateStoreLocked) as refused:
-        StateStore.open(path, lock_wait_seconds=1.0, clock=lambda: now[0], sleep=sleep)
+        StateStore.open(path, lock_wait_seconds=1.0, clock=clock, sleep=sleep)
     assert str(path) in str(refused.value)
     assert "in use by another atlas-endpoint-monitor process" in str(refused.value)
     assert sum(waits) == pytest.approx(1.0)
@@ -295,9 +296,9 @@ async def test_a_restart_continues_the_alerts_and_status_since(
         )
     )
     settings = settings_for(url, endpoints=[REJECTED, FIXED, HEALTHY])
-    now = [1000.0]
+    clock = FakeClock(1000.0)
     with capture_logs() as before, opened(path) as store:
-        async with monitoring(settings, clock=lambda: now[0], store=store) as (monitor, client):
+        async with monitoring(settings, clock=clock, store=store) as (monitor, client):
             await monitor.run_cycle(client)
     assert alerts_in(before) == [
         ("rejected", "rejected", "firing"),
@@ -305,9 +306,9 @@ async def test_a_restart_continues_the_alerts_and_status_since(
     ]
 
     simulator.set_endpoint(**ids_of(FIXED), status="AVAILABLE")  # while nobody watches
-    now[0] = 2000.0
+    clock.now = 2000.0
     with capture_logs() as after, opened(path) as store:
-        async with monitoring(settings, clock=lambda: now[0], store=store) as (monitor, client):
+        async with monitoring(settings, clock=clock, store=store) as (monitor, client):
             await monitor.run_cycle(client)
             await monitor.run_cycle(client)
             states = {

@@ -28,6 +28,7 @@ from tests.helpers import (
     GROUP_ID,
     PRIVATE_KEY,
     PUBLIC_KEY,
+    FakeClock,
     RunningDaemon,
     StartDaemon,
     StartSimulator,
@@ -62,19 +63,6 @@ ALERT_FIELDS = {
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class FakeClock:
-    """A clock that moves only when a test says so."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +230,7 @@ async def test_each_provider_has_its_own_state_set_alerts_and_service_gauges(
             ],
         )
     )
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     names = ("orders", "payments", "search", "billing", "odd")
     settings = v2_settings(
         atlas_url,
