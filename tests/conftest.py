@@ -105,9 +105,10 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
     async with contextlib.AsyncExitStack() as served:
 
         async def start(scenario: Scenario | None = None, **options: Any) -> tuple[Simulator, str]:
-            simulator = Simulator(
-                scenario or Scenario(), public_key=PUBLIC_KEY, private_key=PRIVATE_KEY, **options
-            )
+            """``options`` go to Simulator (clock, sleep, client_id...); the keys default to
+            the tests' own."""
+            keys = {"public_key": PUBLIC_KEY, "private_key": PRIVATE_KEY}
+            simulator = Simulator(scenario or Scenario(), **{**keys, **options})
             return simulator, await serve_on_stack(served, simulator.app, "127.0.0.1", 0)
 
         yield start
