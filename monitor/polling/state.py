@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from monitor.atlas import EndpointService, InterfaceEndpoint
 from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
@@ -92,15 +93,20 @@ class EndpointState:
     dry_run_reported: bool = False
 
 
+_State = TypeVar("_State")
+
+
 @dataclass(frozen=True)
-class Transition:
-    state: EndpointState
+class Transition(Generic[_State]):
+    """An endpoint's or an endpoint service's next state and the alert lines it calls for."""
+
+    state: _State
     events: list[AlertEvent]
 
 
 def advance(
     previous: EndpointState, observation: Observation, now: float, rules: AlertSettings
-) -> Transition:
+) -> Transition[EndpointState]:
     """The state after ``observation`` and the alert lines it calls for.
 
     An alert fires when its condition starts (the very first observation included), then
@@ -342,15 +348,9 @@ class ServiceState:
     firing: Mapping[AlertName, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ServiceTransition:
-    state: ServiceState
-    events: list[AlertEvent]
-
-
 def advance_service(
     previous: ServiceState, observation: ServiceObservation, now: float, rules: AlertSettings
-) -> ServiceTransition:
+) -> Transition[ServiceState]:
     """An endpoint service's next state and alert lines, by the same fire-once rules as an
     endpoint's. A failed poll keeps what was known, and what was firing."""
     answer = observation.answer
@@ -379,7 +379,7 @@ def advance_service(
             conditions.add(AlertName.SERVICE_ERROR_MESSAGE)
     firing, changes = _alert_changes(SERVICE_ALERTS, previous.firing, conditions, now, rules)
     events = [_service_event(alert, fires, previous, state) for alert, fires in changes]
-    return ServiceTransition(replace(state, firing=firing), events)
+    return Transition(replace(state, firing=firing), events)
 
 
 def forget_service(state: ServiceState) -> list[AlertEvent]:
