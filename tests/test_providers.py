@@ -12,6 +12,7 @@ from monitor.providers import (
     inferred_provider,
     provider_names,
 )
+from monitor.simulator.documents import _V2_SHAPES
 
 AZURE_ID = (
     "/subscriptions/0f7a3c2e-1b4d-4e8f-9a6b-5c3d2e1f0a9b/resourceGroups/rg-data"
@@ -70,3 +71,8 @@ def test_messages_name_the_providers_a_rule_picks() -> None:
     assert provider_names(lambda spec: spec.can_be_added) == "AWS"
     assert provider_names(lambda spec: spec.served_by_v1) == "AWS"
     assert provider_names(lambda spec: True) == "AWS and AZURE and GCP"
+
+
+def test_the_simulator_has_one_v2_shape_per_provider() -> None:
+    """A fourth provider is one ProviderSpec plus one simulator shape; neither can be missed."""
+    assert set(_V2_SHAPES) == set(CloudProvider)
