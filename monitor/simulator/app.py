@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Literal
-from urllib.parse import unquote_plus
 
 import structlog
 from aiohttp import hdrs, web
@@ -26,11 +22,13 @@ from monitor.simulator.auth import (
     _TOKEN_CAPACITY,
     OAUTH_TOKEN_PATH,
     UNAUTHORIZED_BODY,
+    _answer_token_request,
     _AuthVerdict,
     _challenge_header,
     _digest_is_valid,
     _NonceRegistry,
     _parse_digest_authorization,
+    _ServiceAccount,
     _TokenBucket,
     _TokenRegistry,
 )
@@ -125,8 +123,11 @@ class Simulator:
         self.stats = SimulatorStats()
         self._public_key = public_key
         self._private_key = private_key
-        self._client_id = client_id
-        self._client_secret = client_secret
+        self._account = (
+            None
+            if client_id is None or client_secret is None
+            else _ServiceAccount(client_id, client_secret)
+        )
         self._clock = clock
         self._sleep = sleep
         self._nonces = _NonceRegistry(_NONCE_CAPACITY)
@@ -426,49 +427,16 @@ class Simulator:
         )
 
     async def _handle_token(self, request: web.Request) -> web.Response:
-        response = await self._answer_token_request(request)
+        response = await _answer_token_request(
+            request,
+            self._account,
+            self._tokens,
+            self._clock,
+            self.scenario.token_lifetime_seconds,
+        )
         self.stats.token_requests[response.status] += 1
         log.debug("simulator_token_request", status=response.status)
         return response
-
-    async def _answer_token_request(self, request: web.Request) -> web.Response:
-        """OAuth 2 client credentials grant (RFC 6749 section 4.4) as Atlas serves it."""
-        headers = {hdrs.CACHE_CONTROL: "no-store", hdrs.PRAGMA: "no-cache"}
-        if not self._client_is_valid(request.headers.get(hdrs.AUTHORIZATION, "")):
-            body = {"error": "invalid_client", "error_description": "Invalid client credentials."}
-            return web.json_response(body, status=HTTPStatus.UNAUTHORIZED, headers=headers)
-        if request.content_type != "application/x-www-form-urlencoded":
-            body = {
-                "error": "invalid_request",
-                "error_description": "The body must be application/x-www-form-urlencoded.",
-            }
-            return web.json_response(body, status=HTTPStatus.BAD_REQUEST, headers=headers)
-        grant_type = (await request.post()).get("grant_type")
-        if grant_type != "client_credentials":
-            error = "invalid_request" if grant_type is None else "unsupported_grant_type"
-            body = {"error": error, "error_description": "Only client_credentials is supported."}
-            return web.json_response(body, status=HTTPStatus.BAD_REQUEST, headers=headers)
-        lifetime = self.scenario.token_lifetime_seconds
-        token = self._tokens.issue(self._clock(), lifetime)
-        granted = {"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}
-        return web.json_response(granted, headers=headers)
-
-    def _client_is_valid(self, authorization: str) -> bool:
-        if self._client_id is None or self._client_secret is None:
-            return False
-        scheme, _, encoded = authorization.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        encoded_id, colon, encoded_secret = decoded.partition(":")
-        client_id, client_secret = unquote_plus(encoded_id), unquote_plus(encoded_secret)
-        # Both compared, always, so the answer time does not tell which one was wrong.
-        id_ok = hmac.compare_digest(client_id.encode(), self._client_id.encode())
-        secret_ok = hmac.compare_digest(client_secret.encode(), self._client_secret.encode())
-        return bool(colon) and id_ok and secret_ok
 
     async def _handle_get(self, request: web.Request) -> web.StreamResponse:
         return await self._answer_with_faults(request, _path_key(request), self._read)

@@ -3,14 +3,21 @@ per-group rate-limit buckets."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import math
 import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from http import HTTPStatus
+from urllib.parse import unquote_plus
+
+from aiohttp import hdrs, web
 
 REALM = "MMS Public API"
 UNAUTHORIZED_BODY = {
@@ -179,3 +186,54 @@ class _AuthVerdict(Enum):
     REJECTED = "rejected"
     STALE = "stale"
     BEARER_REJECTED = "bearer_rejected"
+
+
+@dataclass(frozen=True)
+class _ServiceAccount:
+    """The one service account the simulator knows (``client_id`` and ``client_secret``)."""
+
+    client_id: str
+    client_secret: str
+
+    def is_client(self, authorization: str) -> bool:
+        scheme, _, encoded = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        encoded_id, colon, encoded_secret = decoded.partition(":")
+        client_id, client_secret = unquote_plus(encoded_id), unquote_plus(encoded_secret)
+        # Both compared, always, so the answer time does not tell which one was wrong.
+        id_ok = hmac.compare_digest(client_id.encode(), self.client_id.encode())
+        secret_ok = hmac.compare_digest(client_secret.encode(), self.client_secret.encode())
+        return bool(colon) and id_ok and secret_ok
+
+
+async def _answer_token_request(
+    request: web.Request,
+    account: _ServiceAccount | None,
+    tokens: _TokenRegistry,
+    clock: Callable[[], float],
+    lifetime: int,
+) -> web.Response:
+    """OAuth 2 client credentials grant (RFC 6749 section 4.4) as Atlas serves it."""
+    headers = {hdrs.CACHE_CONTROL: "no-store", hdrs.PRAGMA: "no-cache"}
+    if account is None or not account.is_client(request.headers.get(hdrs.AUTHORIZATION, "")):
+        body = {"error": "invalid_client", "error_description": "Invalid client credentials."}
+        return web.json_response(body, status=HTTPStatus.UNAUTHORIZED, headers=headers)
+    if request.content_type != "application/x-www-form-urlencoded":
+        body = {
+            "error": "invalid_request",
+            "error_description": "The body must be application/x-www-form-urlencoded.",
+        }
+        return web.json_response(body, status=HTTPStatus.BAD_REQUEST, headers=headers)
+    grant_type = (await request.post()).get("grant_type")
+    if grant_type != "client_credentials":
+        error = "invalid_request" if grant_type is None else "unsupported_grant_type"
+        body = {"error": error, "error_description": "Only client_credentials is supported."}
+        return web.json_response(body, status=HTTPStatus.BAD_REQUEST, headers=headers)
+    token = tokens.issue(clock(), lifetime)
+    granted = {"access_token": token, "expires_in": lifetime, "token_type": "Bearer"}
+    return web.json_response(granted, headers=headers)
