@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import requests
-from host import cpu_ticks, proc_status_kib
+from harness import cpu_ticks, ids_of, proc_status_kib
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPDigestAuth
 
@@ -52,18 +52,11 @@ STATS_PATH = "/_simulator/stats"
 
 
 def fleet_paths(count: int, projects: int) -> list[str]:
-    """The API path of each endpoint; ``bench/poll.py`` builds the same ids (see ``ids_of``)."""
+    """The API path of each endpoint: the fleet bench/poll.py configures (``harness.ids_of``)."""
     return [
         "/groups/{}/privateEndpoint/{}/interfaceEndpoints/{}".format(*ids_of(number, projects))
         for number in range(count)
     ]
-
-
-def ids_of(number: int, projects: int) -> tuple[str, str, str]:
-    """(group_id, private_link_id, interface_endpoint_id) of endpoint ``number``: endpoints
-    are dealt round-robin over ``projects`` projects, one private endpoint service each."""
-    project = number % projects
-    return f"{project + 1:024x}", f"{0x5E000000 + project:024x}", f"vpce-{number + 1:017x}"
 
 
 class Poller:

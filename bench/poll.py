@@ -108,28 +108,33 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
-from host import (
+from harness import (
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    SCRAPE_ACCEPT,
+    SimulatorChild,
+    available_after,
+    check_bounds,
     code_revision,
     cpu_seconds_of,
     die_with_parent,
+    fleet,
     machine_description,
     proc_status_kib,
-    simulator_command,
+    write_scenario,
 )
 from prometheus_client.metrics import MetricWrapperBase
 from pydantic import SecretStr
 
 from monitor.atlas import ApiKey
 from monitor.config import BASE_URL_ENV, ConfigError, Credentials, Settings, parse_config
+from monitor.exposition import MonitorMetrics
 from monitor.lifecycle import serve_on_stack
 from monitor.logs import configure_logging
-from monitor.metrics import MonitorMetrics
-from monitor.poller import Monitor
+from monitor.polling.poller import Monitor
+from monitor.polling.statestore import StateStore
 from monitor.server import MONITOR, create_app
-from monitor.statestore import StateStore
 
-PUBLIC_KEY = "bench-public-key"
-PRIVATE_KEY = "bench-private-key"
 BENCH_DIR = Path(__file__).resolve().parent
 BASELINE = BENCH_DIR / "baseline_requests.py"
 
@@ -137,15 +142,11 @@ EXIT_PASS = 0
 EXIT_MISS = 1
 EXIT_ERROR = 2
 
-# What Prometheus sends when it scrapes; the daemon then answers OpenMetrics.
-SCRAPE_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
-SIMULATOR_START_TIMEOUT = 180.0
-CHILD_STOP_TIMEOUT = 10.0
 WORKER_TIMEOUT = 1800.0
 SAMPLE_EVERY = 0.1
 """Request-counter sampling period, s."""
 POLL_WORKER = "for_each_by_project.<locals>.lane_worker"
-"""The coroutine of ``monitor.poller.for_each_by_project``'s workers: they exist while a cycle
+"""The coroutine of ``polling.poller.for_each_by_project``'s workers: they exist while a cycle
 runs, so their appearance marks a cycle's start."""
 
 # Targets, judged at the largest N.
@@ -160,29 +161,9 @@ MAX_SCRAPE_AFTER_CYCLE_MS = 50.0
 # --------------------------------------------------------------------------- the fleet
 
 
-def ids_of(number: int, projects: int) -> tuple[str, str, str]:
-    """(group_id, private_link_id, interface_endpoint_id) of endpoint ``number``: endpoints
-    are dealt round-robin over ``projects`` projects, one private endpoint service each.
-    ``bench/baseline_requests.py`` has the same function (it must not import the monitor)."""
-    project = number % projects
-    return f"{project + 1:024x}", f"{0x5E000000 + project:024x}", f"vpce-{number + 1:017x}"
-
-
-def fleet(count: int, projects: int) -> list[dict[str, str]]:
-    keys = ("group_id", "private_link_id", "interface_endpoint_id")
-    return [dict(zip(keys, ids_of(number, projects), strict=True)) for number in range(count)]
-
-
-def write_scenario(path: Path, count: int, projects: int, latency: float) -> None:
+def write_fleet_scenario(path: Path, endpoints: Iterable[dict[str, str]], latency: float) -> None:
     """Every endpoint AVAILABLE and answering each GET ``latency`` s late; no rate limit."""
-    fault = {"latency_seconds": latency, "methods": ["GET"]}
-    scenario = {
-        "rate_limit_per_minute": None,
-        "endpoints": [
-            {**ids, "status": "AVAILABLE", "faults": [fault]} for ids in fleet(count, projects)
-        ],
-    }
-    path.write_text(json.dumps(scenario), encoding="utf-8")
+    write_scenario(path, available_after(latency, endpoints), rate_limit_per_minute=None)
 
 
 @dataclass(frozen=True)
@@ -228,19 +209,12 @@ MAX_PACED_RATIO = 1.1
 
 def write_pacing_scenario(path: Path, latency: float) -> None:
     """Every endpoint of every pacing layout, AVAILABLE, each GET ``latency`` s late."""
-    fault = {"latency_seconds": latency, "methods": ["GET"]}
     endpoints = {
         entry["interface_endpoint_id"]: entry
         for layout in PACING_LAYOUTS.values()
         for entry in layout.endpoints()
     }
-    scenario = {
-        "rate_limit_per_minute": None,
-        "endpoints": [
-            {**ids, "status": "AVAILABLE", "faults": [fault]} for ids in endpoints.values()
-        ],
-    }
-    path.write_text(json.dumps(scenario), encoding="utf-8")
+    write_fleet_scenario(path, endpoints.values(), latency)
 
 
 def daemon_settings(
@@ -638,52 +612,6 @@ async def pacing_worker(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- children
 
 
-class Simulator:
-    """``python -m monitor simulate`` on a free port, as a child process."""
-
-    def __init__(self, scenario: Path, log_path: Path) -> None:
-        self.log_path = log_path
-        with log_path.open("wb") as log_file:
-            # A fixed command: this interpreter and the monitor package.
-            self.process = subprocess.Popen(  # noqa: S603
-                simulator_command(scenario, PUBLIC_KEY, PRIVATE_KEY),
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        self.url = self._wait_started()
-
-    def _wait_started(self) -> str:
-        deadline = time.monotonic() + SIMULATOR_START_TIMEOUT
-        while time.monotonic() < deadline and self.process.poll() is None:
-            for line in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines():
-                if "simulator_started" in line:
-                    return str(json.loads(line)["url"])
-            time.sleep(0.05)
-        output = self.log_path.read_text(encoding="utf-8", errors="replace")
-        self.stop()
-        raise RuntimeError(
-            f"the simulator did not start (exit status {self.process.returncode}); its "
-            f"output:\n{output}"
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(CHILD_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
 def run_child(command: Sequence[str], log_path: Path) -> dict[str, Any]:
     """Run a worker, its stderr to ``log_path``; its last stdout line is its JSON result."""
     with log_path.open("wb") as log_file:
@@ -809,9 +737,9 @@ def measure_size(
     args: argparse.Namespace, n: int, workdir: Path, out: TextIO
 ) -> tuple[Row, Row, bool]:
     scenario = workdir / f"scenario-{n}.json"
-    write_scenario(scenario, n, args.projects, args.latency)
+    write_fleet_scenario(scenario, fleet(n, args.projects), args.latency)
     started = time.monotonic()
-    simulator = Simulator(scenario, workdir / f"simulator-{n}.log")
+    simulator = SimulatorChild.start(scenario, workdir / f"simulator-{n}.log")
     try:
         print(
             f"# N={n}: simulator pid {simulator.pid} up after {time.monotonic() - started:.1f} s",
@@ -1075,8 +1003,8 @@ def judge(daemon: Row, baseline: Row, out: TextIO) -> bool:
 def spread_demo(args: argparse.Namespace, workdir: Path, out: TextIO) -> None:
     n, projects = args.spread_endpoints, 1
     scenario = workdir / "scenario-spread.json"
-    write_scenario(scenario, n, projects, args.latency)
-    simulator = Simulator(scenario, workdir / "simulator-spread.log")
+    write_fleet_scenario(scenario, fleet(n, projects), args.latency)
+    simulator = SimulatorChild.start(scenario, workdir / "simulator-spread.log")
     runs: list[dict[str, Any]] = []
     try:
         for limit in (0, args.spread_rpm):
@@ -1148,7 +1076,7 @@ def pacing_case(args: argparse.Namespace, workdir: Path, out: TextIO) -> bool:
     MAX_PACED_RATIO of its paced bound (plus latency) and grouped within it of interleaved."""
     scenario = workdir / "scenario-pacing.json"
     write_pacing_scenario(scenario, args.pacing_latency)
-    simulator = Simulator(scenario, workdir / "simulator-pacing.log")
+    simulator = SimulatorChild.start(scenario, workdir / "simulator-pacing.log")
     runs: dict[str, dict[str, Any]] = {}
     try:
         for name in PACING_LAYOUTS:
@@ -1323,19 +1251,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--max-requests-per-minute", type=int, default=0, help="spread worker; 0 = null"
     )
     args = parser.parse_args(argv)
-    for name in (
-        "concurrency",
-        "projects",
-        "spread_endpoints",
-        "spread_concurrency",
-        "pacing_rpm",
-        "pacing_concurrency",
-    ):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("latency", "interval", "spread_interval", "spaced_every", "pacing_latency"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    check_bounds(
+        parser,
+        args,
+        at_least_one=(
+            "concurrency",
+            "projects",
+            "spread_endpoints",
+            "spread_concurrency",
+            "pacing_rpm",
+            "pacing_concurrency",
+        ),
+        positive=("latency", "interval", "spread_interval", "spaced_every", "pacing_latency"),
+    )
     if args.worker in ("daemon", "spread") and (args.n is None or args.url is None):
         parser.error(f"--worker {args.worker} needs --n and --url")
     if args.worker == "pacing" and (args.layout is None or args.url is None):

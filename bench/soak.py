@@ -70,7 +70,6 @@ import os
 import random
 import re
 import secrets
-import signal
 import statistics
 import sys
 import tempfile
@@ -83,13 +82,18 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
-from host import (
+from harness import (
+    PRIVATE_KEY,
+    PUBLIC_KEY,
+    SCRAPE_ACCEPT,
+    SimulatorChild,
+    check_bounds,
     code_revision,
     cpu_ticks,
-    die_with_parent,
+    ids_of,
     machine_description,
     proc_status_kib,
-    simulator_command,
+    write_scenario,
 )
 from pydantic import SecretStr
 
@@ -97,11 +101,8 @@ from monitor.atlas import ApiKey
 from monitor.config import BASE_URL_ENV, Credentials, Settings, parse_config
 from monitor.lifecycle import serve_on_stack, stop_signal_received
 from monitor.logs import configure_logging
-from monitor.poller import Monitor
+from monitor.polling.poller import Monitor
 from monitor.server import MONITOR, create_app
-
-PUBLIC_KEY = "soak-public-key"
-PRIVATE_KEY = "soak-private-key"
 
 EXIT_PASS = 0
 EXIT_FAIL = 1
@@ -115,13 +116,6 @@ REPEAT_INTERVAL_SECONDS = 300.0
 NONCE_LIFETIME_SECONDS = 120.0
 """The simulator's: the daemon's Digest session meets stale nonces a few times per run."""
 
-# What Prometheus 2.x sends when it scrapes; the daemon then answers OpenMetrics.
-SCRAPE_ACCEPT = (
-    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
-    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
-)
-SIMULATOR_START_TIMEOUT = 30.0
-CHILD_STOP_TIMEOUT = 10.0
 CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 
@@ -149,23 +143,10 @@ class Endpoint:
         )
 
 
-def endpoint_id(number: int) -> str:
-    """As ``tests/conftest.py``: a distinct, valid interface endpoint id per number."""
-    return f"vpce-{number:017x}"
-
-
 def make_fleet(count: int, projects: int) -> list[Endpoint]:
     """``count`` endpoints spread round-robin over ``projects`` Atlas projects (group ids),
     one private endpoint service each."""
-    return [
-        Endpoint(
-            number=number,
-            group_id=f"5e2211c17a3e5a48f5{number % projects:06x}",
-            private_link_id=f"5e3a1b2c7a3e5a48f5{number % projects:06x}",
-            interface_endpoint_id=endpoint_id(number),
-        )
-        for number in range(1, count + 1)
-    ]
+    return [Endpoint(number, *ids_of(number - 1, projects)) for number in range(1, count + 1)]
 
 
 def _error_message(endpoint: Endpoint, rng: random.Random) -> str:
@@ -206,14 +187,6 @@ def scenario_entry(endpoint: Endpoint, rng: random.Random) -> dict[str, Any]:
     else:
         entry["status"] = "FAILED_OVER"  # not in Atlas' list: UNKNOWN
     return entry
-
-
-def write_scenario(path: Path, fleet: Sequence[Endpoint], rng: random.Random) -> None:
-    scenario = {
-        "nonce_lifetime_seconds": NONCE_LIFETIME_SECONDS,
-        "endpoints": [scenario_entry(endpoint, rng) for endpoint in fleet],
-    }
-    path.write_text(json.dumps(scenario, indent=1), encoding="utf-8")
 
 
 def daemon_settings(args: argparse.Namespace, fleet: Sequence[Endpoint], base_url: str) -> Settings:
@@ -475,7 +448,7 @@ def cpu_seconds() -> float:
 
 
 POLL_WORKER = "for_each_by_project.<locals>.lane_worker"
-"""The coroutine of ``monitor.poller.for_each_by_project``'s workers: ``poll.concurrency`` of
+"""The coroutine of ``polling.poller.for_each_by_project``'s workers: ``poll.concurrency`` of
 them (plus one per project too small for a share) exist while a cycle runs, fewer in its tail,
 none between cycles."""
 
@@ -678,56 +651,6 @@ async def sample(
 
 
 # --------------------------------------------------------------------------- the simulator
-
-
-async def start_simulator(
-    services: contextlib.AsyncExitStack,
-    scenario: Path,
-    log_path: Path,
-    stopped: asyncio.Future[signal.Signals],
-) -> tuple[asyncio.subprocess.Process, str]:
-    """``python -m monitor simulate`` on a free port, stopped when ``services`` closes; waits
-    for its ``simulator_started`` line and returns the process and the URL it announces."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("MONGODB_")}
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            *simulator_command(scenario, PUBLIC_KEY, PRIVATE_KEY),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            # Ctrl-C reaches the bench only, which then stops the child in order.
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
-    services.push_async_callback(stop_child, process)
-    deadline = time.monotonic() + SIMULATOR_START_TIMEOUT
-    output = ""
-    while time.monotonic() < deadline and process.returncode is None and not stopped.done():
-        output = await asyncio.to_thread(log_path.read_text, encoding="utf-8", errors="replace")
-        for line in output.splitlines():
-            if "simulator_started" in line:
-                return process, str(json.loads(line)["url"])
-        await asyncio.sleep(0.05)
-    if stopped.done():
-        raise KeyboardInterrupt
-    output = await asyncio.to_thread(log_path.read_text, encoding="utf-8", errors="replace")
-    raise RuntimeError(
-        f"the simulator did not start (exit status {process.returncode}); its output:\n{output}"
-    )
-
-
-async def stop_child(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), CHILD_STOP_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
 
 
 async def simulator_stats(session: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
@@ -981,7 +904,8 @@ async def soak(args: argparse.Namespace, out: TextIO) -> int:
     scenario_path = workdir / "scenario.json"
     daemon_log = workdir / "daemon.log"
     fleet = make_fleet(args.endpoints, args.projects)
-    write_scenario(scenario_path, fleet, rng)
+    entries = [scenario_entry(endpoint, rng) for endpoint in fleet]
+    write_scenario(scenario_path, entries, nonce_lifetime_seconds=NONCE_LIFETIME_SECONDS)
     run = Run()
     scrapes = Scrapes()
     injections = Injections()
@@ -997,9 +921,14 @@ async def soak(args: argparse.Namespace, out: TextIO) -> int:
                 # Closed last: whatever the daemon logs while it stops still has a file.
                 services.callback(configure_logging, "error", stream=sys.stderr)
                 configure_logging("warning", "json", stream=log_stream, secrets=[PRIVATE_KEY])
-                process, simulator_url = await start_simulator(
-                    services, scenario_path, workdir / "simulator.log", stopped
+                simulator = await asyncio.to_thread(
+                    SimulatorChild.start,
+                    scenario_path,
+                    workdir / "simulator.log",
+                    give_up=stopped.done,
                 )
+                services.push_async_callback(asyncio.to_thread, simulator.stop)
+                simulator_url = simulator.url
                 app = create_app(daemon_settings(args, fleet, simulator_url))
                 daemon_url = await serve_on_stack(services, app, "127.0.0.1", 0)
                 monitor = app[MONITOR]
@@ -1012,7 +941,7 @@ async def soak(args: argparse.Namespace, out: TextIO) -> int:
                     aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
                 )
                 print(
-                    f"# simulator pid {process.pid} at {simulator_url}, daemon at {daemon_url}; "
+                    f"# simulator pid {simulator.pid} at {simulator_url}, daemon at {daemon_url}; "
                     f"scenario and logs in {workdir}",
                     file=out,
                     flush=True,
@@ -1023,10 +952,11 @@ async def soak(args: argparse.Namespace, out: TextIO) -> int:
                         inject(control, simulator_url, fleet, args, rng, injections)
                     ),
                     asyncio.create_task(
-                        sample(monitor, process.pid, args, run, scrapes, tracer, out)
+                        sample(monitor, simulator.pid, args, run, scrapes, tracer, out)
                     ),
                 }
-                child_exit = asyncio.create_task(process.wait())
+                # A thread: Popen.wait blocks; the child's stop (services) ends it.
+                child_exit = asyncio.create_task(asyncio.to_thread(simulator.process.wait))
                 deadline = asyncio.create_task(asyncio.sleep(args.duration))
                 waited: set[asyncio.Future[Any]] = {*workers, child_exit, deadline, stopped}
                 done, _ = await asyncio.wait(
@@ -1036,7 +966,9 @@ async def soak(args: argparse.Namespace, out: TextIO) -> int:
                 elapsed = loop.time() - run.t0
                 interrupted = stopped in done
                 if child_exit in done:
-                    failure = f"the simulator exited early with status {process.returncode}"
+                    failure = (
+                        f"the simulator exited early with status {simulator.process.returncode}"
+                    )
                 for worker in workers & done:
                     failure = f"{worker.get_coro()!r} failed: {worker.exception()!r}"
                 for task in (*workers, deadline, child_exit):
@@ -1120,12 +1052,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="compare tracemalloc snapshots (end of warm-up vs end) to name what grew",
     )
     args = parser.parse_args(argv)
-    for name in ("endpoints", "projects", "concurrency"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    for name in ("interval", "timeout", "duration", "sample_every", "scrape_every"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    check_bounds(
+        parser,
+        args,
+        at_least_one=("endpoints", "projects", "concurrency"),
+        positive=("interval", "timeout", "duration", "sample_every", "scrape_every"),
+    )
     args.fault_kinds = [kind.strip() for kind in args.fault_kinds.split(",") if kind.strip()]
     unknown = sorted(set(args.fault_kinds) - set(all_kinds))
     if unknown:

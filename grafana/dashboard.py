@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import string
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import common as common_builder
@@ -201,6 +202,74 @@ def tooltip_all() -> common_builder.VizTooltipOptions:
     )
 
 
+def status_timeline(
+    title: str,
+    description: str,
+    height: int,
+    target: prometheus.Dataquery,
+    mappings: model.ValueMap,
+) -> statetimeline.Panel:
+    """A full-width timeline of status numbers, shown as their mapped names and colours."""
+    return (
+        statetimeline.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .span(24)
+        .height(height)
+        .with_target(target)
+        .mappings([mappings])
+        .color_scheme(fixed_color("text"))
+        .show_value(common.VisibilityMode.AUTO)
+        .merge_values(True)
+        .row_height(0.9)
+        .line_width(0)
+        .fill_opacity(80)
+        .align_value(common.TimelineValueAlignment.LEFT)
+        .legend(legend_list())
+        .tooltip(common_builder.VizTooltipOptions().mode(common.TooltipDisplayMode.SINGLE))
+    )
+
+
+def merged_table(
+    title: str,
+    description: str,
+    height: int,
+    expressions: Sequence[str],
+    *,
+    hidden: Sequence[str],
+    columns: Sequence[str],
+    renamed: Mapping[str, str],
+    sorted_by: str,
+) -> table.Panel:
+    """A full-width table of one row per series: the instant ``expressions`` (ref ids A, B,
+    ...) share job, instance and the ids (and Time, the same evaluation time for all), so
+    merge joins their rows on those; then ``hidden`` columns go, the rest stand in the order
+    of ``columns``, some ``renamed``."""
+    panel = (
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .span(24)
+        .height(height)
+    )
+    for ref_id, expr in zip(string.ascii_uppercase, expressions, strict=False):
+        panel = panel.with_target(query(expr, ref_id=ref_id, instant=True, as_table=True))
+    organize = {
+        "excludeByName": dict.fromkeys(hidden, True),
+        "indexByName": {name: index for index, name in enumerate(columns)},
+        "renameByName": dict(renamed),
+    }
+    return (
+        panel.with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(model.DataTransformerConfig(id_val="organize", options=organize))
+        .sort_by([common_builder.TableSortByFieldState().display_name(sorted_by).desc(False)])
+        .cell_height(common.TableCellHeight.SM)
+        .footer(common_builder.TableFooterOptions().show(False))
+    )
+
+
 def stat_panel(title: str, description: str, width: int) -> stat.Panel:
     return (
         stat.Panel()
@@ -343,123 +412,52 @@ def endpoints() -> list[dash.Row | statetimeline.Panel | table.Panel]:
     status_text_mappings = value_map(
         {status: (status, color) for status, (_, color) in STATUSES.items()}
     )
-    timeline = (
-        statetimeline.Panel()
-        .title("Status over time")
-        .description(
-            "The connection status Atlas reported for each selected endpoint over time "
-            "(AWS, Azure and GCP statuses alike); gaps mean Atlas had no status to give "
-            "(not polled yet, or 404)."
-        )
-        .datasource(DATASOURCE)
-        .span(24)
-        .height(10)
-        .with_target(query(with_name(status_number()), "{{name}}"))
-        .mappings([status_mappings])
-        .color_scheme(fixed_color("text"))
-        .show_value(common.VisibilityMode.AUTO)
-        .merge_values(True)
-        .row_height(0.9)
-        .line_width(0)
-        .fill_opacity(80)
-        .align_value(common.TimelineValueAlignment.LEFT)
-        .legend(legend_list())
-        .tooltip(common_builder.VizTooltipOptions().mode(common.TooltipDisplayMode.SINGLE))
+    timeline = status_timeline(
+        "Status over time",
+        "The connection status Atlas reported for each selected endpoint over time "
+        "(AWS, Azure and GCP statuses alike); gaps mean Atlas had no status to give "
+        "(not polled yet, or 404).",
+        10,
+        query(with_name(status_number()), "{{name}}"),
+        status_mappings,
     )
-
     overview = (
-        table.Panel()
-        .title("Endpoints")
-        .description(
+        merged_table(
+            "Endpoints",
             "One row per selected endpoint: its cloud provider, current status, whether Atlas "
             "reports an errorMessage, whether the last poll got an answer, and how long it "
-            "has been in its status."
-        )
-        .datasource(DATASOURCE)
-        .span(24)
-        .height(10)
-        .with_target(
-            query(
+            "has been in its status.",
+            10,
+            [
                 f"max by ({JOIN}, cloud_provider, name) (\n{SELECTED}\n)",
-                ref_id="A",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            query(
                 f"max by ({JOIN}, status) (\n"
                 + only_selected('atlas_interface_endpoint_status{job=~"$job"} == 1')
                 + "\n)",
-                ref_id="B",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            query(
                 f"max by ({JOIN}) (\n"
                 + only_selected('atlas_interface_endpoint_error{job=~"$job"}')
                 + "\n)",
-                ref_id="C",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            query(
                 f"max by ({JOIN}) (\n"
                 + only_selected('atlas_interface_endpoint_up{job=~"$job"}')
                 + "\n)",
-                ref_id="D",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            query(
                 f"max by ({JOIN}) (\n"
                 + only_selected(
                     'time() - atlas_interface_endpoint_status_since_timestamp_seconds{job=~"$job"}'
                 )
                 + "\n)",
-                ref_id="E",
-                instant=True,
-                as_table=True,
-            )
-        )
-        # The five instant queries share job, instance and the three ids (and Time, the same
-        # evaluation time for all): merge joins their rows on those into one row per endpoint.
-        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(
-            model.DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {
-                        "Time": True,
-                        "Value #A": True,
-                        "Value #B": True,
-                        "instance": True,
-                        "job": True,
-                        "private_link_id": True,
-                    },
-                    "indexByName": {
-                        "name": 0,
-                        "cloud_provider": 1,
-                        "group_id": 2,
-                        "interface_endpoint_id": 3,
-                        "status": 4,
-                        "Value #C": 5,
-                        "Value #D": 6,
-                        "Value #E": 7,
-                    },
-                    "renameByName": {
-                        "Value #C": "error",
-                        "Value #D": "up",
-                        "Value #E": "time in status",
-                    },
-                },
-            )
+            ],
+            hidden=["Time", "Value #A", "Value #B", "instance", "job", "private_link_id"],
+            columns=[
+                "name",
+                "cloud_provider",
+                "group_id",
+                "interface_endpoint_id",
+                "status",
+                "Value #C",
+                "Value #D",
+                "Value #E",
+            ],
+            renamed={"Value #C": "error", "Value #D": "up", "Value #E": "time in status"},
+            sorted_by="name",
         )
         .override_by_name("status", coloured_text(status_text_mappings))
         .override_by_name("error", coloured_text(ERROR_FLAG))
@@ -468,132 +466,62 @@ def endpoints() -> list[dash.Row | statetimeline.Panel | table.Panel]:
             "time in status",
             [model.DynamicConfigValue(id_val="unit", value="dtdurations")],
         )
-        .sort_by([common_builder.TableSortByFieldState().display_name("name").desc(False)])
-        .cell_height(common.TableCellHeight.SM)
-        .footer(common_builder.TableFooterOptions().show(False))
     )
     return [dash.Row("Endpoints"), timeline, overview]
 
 
 def endpoint_services() -> list[dash.Row | statetimeline.Panel | table.Panel]:
     """Atlas' side of each private link (API v2 only; a v1.0 monitor exports no such series)."""
-    timeline = (
-        statetimeline.Panel()
-        .title("Endpoint service status over time")
-        .description(
-            "The status Atlas reported for each selected endpoint service (Atlas' side of the "
-            "private link, per cloud provider and region; Atlas API v2 only) over time. A "
-            "FAILED service takes every endpoint behind it down."
-        )
-        .datasource(DATASOURCE)
-        .span(24)
-        .height(8)
-        .with_target(
-            query(
-                status_number("atlas_endpoint_service_status", SERVICE_STATUSES)
-                + f"\n* on ({SERVICE_JOIN}) group_left (region)\n{SERVICES_SELECTED}",
-                "{{cloud_provider}} {{region}} {{private_link_id}}",
-            )
-        )
-        .mappings(
-            [
-                value_map(
-                    {
-                        str(number): (status, color)
-                        for status, (number, color) in SERVICE_STATUSES.items()
-                    }
-                )
-            ]
-        )
-        .color_scheme(fixed_color("text"))
-        .show_value(common.VisibilityMode.AUTO)
-        .merge_values(True)
-        .row_height(0.9)
-        .line_width(0)
-        .fill_opacity(80)
-        .align_value(common.TimelineValueAlignment.LEFT)
-        .legend(legend_list())
-        .tooltip(common_builder.VizTooltipOptions().mode(common.TooltipDisplayMode.SINGLE))
+    timeline = status_timeline(
+        "Endpoint service status over time",
+        "The status Atlas reported for each selected endpoint service (Atlas' side of the "
+        "private link, per cloud provider and region; Atlas API v2 only) over time. A "
+        "FAILED service takes every endpoint behind it down.",
+        8,
+        query(
+            status_number("atlas_endpoint_service_status", SERVICE_STATUSES)
+            + f"\n* on ({SERVICE_JOIN}) group_left (region)\n{SERVICES_SELECTED}",
+            "{{cloud_provider}} {{region}} {{private_link_id}}",
+        ),
+        value_map(
+            {str(number): (status, color) for status, (number, color) in SERVICE_STATUSES.items()}
+        ),
     )
     overview = (
-        table.Panel()
-        .title("Endpoint services")
-        .description(
+        merged_table(
+            "Endpoint services",
             "One row per selected endpoint service: cloud provider, region, project, service "
             "id, its current status, whether Atlas reports an errorMessage for it (the text is "
-            "in the monitor's log) and whether the last poll got an answer."
-        )
-        .datasource(DATASOURCE)
-        .span(24)
-        .height(8)
-        .with_target(
-            query(
+            "in the monitor's log) and whether the last poll got an answer.",
+            8,
+            [
                 f"max by ({SERVICE_JOIN}, region) (\n{SERVICES_SELECTED}\n)",
-                ref_id="A",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            query(
                 f"max by ({SERVICE_JOIN}, status) (\n"
                 + only_selected_services('atlas_endpoint_service_status{job=~"$job"} == 1')
                 + "\n)",
-                ref_id="B",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            query(
                 f"max by ({SERVICE_JOIN}) (\n"
                 + only_selected_services('atlas_endpoint_service_error{job=~"$job"}')
                 + "\n)",
-                ref_id="C",
-                instant=True,
-                as_table=True,
-            )
-        )
-        .with_target(
-            query(
                 f"max by ({SERVICE_JOIN}) (\n"
                 + only_selected_services('atlas_endpoint_service_up{job=~"$job"}')
                 + "\n)",
-                ref_id="D",
-                instant=True,
-                as_table=True,
-            )
-        )
-        # As in the Endpoints table: the instant queries share job, instance, the ids and the
-        # provider, so merge makes one row per service.
-        .with_transformation(model.DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(
-            model.DataTransformerConfig(
-                id_val="organize",
-                options={
-                    "excludeByName": {
-                        "Time": True,
-                        "Value #A": True,
-                        "Value #B": True,
-                        "instance": True,
-                        "job": True,
-                    },
-                    "indexByName": {
-                        "cloud_provider": 0,
-                        "region": 1,
-                        "group_id": 2,
-                        "private_link_id": 3,
-                        "status": 4,
-                        "Value #C": 5,
-                        "Value #D": 6,
-                    },
-                    "renameByName": {
-                        "private_link_id": "endpoint service",
-                        "Value #C": "error",
-                        "Value #D": "up",
-                    },
-                },
-            )
+            ],
+            hidden=["Time", "Value #A", "Value #B", "instance", "job"],
+            columns=[
+                "cloud_provider",
+                "region",
+                "group_id",
+                "private_link_id",
+                "status",
+                "Value #C",
+                "Value #D",
+            ],
+            renamed={
+                "private_link_id": "endpoint service",
+                "Value #C": "error",
+                "Value #D": "up",
+            },
+            sorted_by="cloud_provider",
         )
         .override_by_name(
             "status",
@@ -605,11 +533,6 @@ def endpoint_services() -> list[dash.Row | statetimeline.Panel | table.Panel]:
         )
         .override_by_name("error", coloured_text(ERROR_FLAG))
         .override_by_name("up", coloured_text(UP_FLAG))
-        .sort_by(
-            [common_builder.TableSortByFieldState().display_name("cloud_provider").desc(False)]
-        )
-        .cell_height(common.TableCellHeight.SM)
-        .footer(common_builder.TableFooterOptions().show(False))
     )
     return [dash.Row("Endpoint services"), timeline, overview]
 

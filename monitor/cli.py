@@ -25,14 +25,12 @@ from monitor.config import (
     load_settings,
     resolve_config_path,
 )
-from monitor.demo import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY, run_demo
 from monitor.lifecycle import serve_on_stack, serve_until_stopped
 from monitor.logs import configure_logging
-from monitor.poller import poll_once
+from monitor.polling.poller import poll_once
+from monitor.polling.statestore import StateStore, StateStoreLocked
 from monitor.report import has_alert, render_json, render_table
 from monitor.server import start_daemon
-from monitor.simulator import ScenarioError, Simulator, default_scenario, load_scenario
-from monitor.statestore import StateStore, StateStoreLocked
 
 log = structlog.get_logger(__name__)
 
@@ -212,6 +210,10 @@ def _once(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    # Imported here, as in _demo, so that ``run`` never loads the simulator.
+    from monitor.demo import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
+    from monitor.simulator import ScenarioError, Simulator, default_scenario, load_scenario
+
     try:
         scenario = load_scenario(args.scenario) if args.scenario else default_scenario()
     except ScenarioError as error:
@@ -250,5 +252,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from monitor.demo import DEMO_PRIVATE_KEY, run_demo
+
     configure_logging(secrets=[DEMO_PRIVATE_KEY])
     return asyncio.run(run_demo(args.simulator_host, args.simulator_port, args.port))

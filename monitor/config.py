@@ -30,19 +30,9 @@ from pydantic import (
     field_validator,
 )
 
-from monitor.atlas import (
-    AZURE_PRIVATE_ENDPOINT_ID,
-    GCP_ENDPOINT_GROUP_NAME,
-    INTERFACE_ENDPOINT_ID,
-    OBJECT_ID,
-    ApiKey,
-    ApiVersion,
-    CloudProvider,
-    EndpointRef,
-    Login,
-    ServiceAccount,
-)
+from monitor.atlas import ApiKey, ApiVersion, EndpointRef, Login, ServiceAccount
 from monitor.logs import secret_forms
+from monitor.providers import OBJECT_ID_RULE, PROVIDERS, CloudProvider, provider_names
 from monitor.webconfig import (
     OPEN_LISTENER,
     ListenerSecurity,
@@ -96,36 +86,11 @@ def _text_id(value: object) -> object:
 
 
 def _object_id(value: str) -> str:
-    if not OBJECT_ID.fullmatch(value):
-        raise ValueError(f"must be 24 hexadecimal characters, got {value!r}")
-    return value.lower()
-
-
-# What an endpoint id looks like on each provider, and how to say so when it does not.
-_ENDPOINT_ID_FORMATS = {
-    CloudProvider.AWS: (
-        INTERFACE_ENDPOINT_ID,
-        "an AWS interface endpoint id: 'vpce-' followed by 8 or 17 lowercase hexadecimal "
-        "characters",
-    ),
-    CloudProvider.AZURE: (
-        AZURE_PRIVATE_ENDPOINT_ID,
-        "an Azure private endpoint resource id: /subscriptions/<uuid>/resourceGroups/<group>"
-        "/providers/Microsoft.Network/privateEndpoints/<name>",
-    ),
-    CloudProvider.GCP: (
-        GCP_ENDPOINT_GROUP_NAME,
-        "a GCP endpoint group name: lowercase letters, digits and '-', starting with a letter, "
-        "at most 63 characters",
-    ),
-}
+    return OBJECT_ID_RULE.check(value).lower()
 
 
 def check_endpoint_id(value: str, provider: CloudProvider) -> str:
-    pattern, description = _ENDPOINT_ID_FORMATS[provider]
-    if not pattern.fullmatch(value):
-        raise ValueError(f"must be {description}, got {value!r}")
-    return value
+    return PROVIDERS[provider].endpoint_id.check(value)
 
 
 ObjectId = Annotated[str, BeforeValidator(_text_id), AfterValidator(_object_id)]
@@ -341,9 +306,9 @@ class MonitorConfig(_Section):
     discover: list[DiscoverSettings] = Field(default_factory=list)
 
     def wants_add(self, endpoint: EndpointConfig) -> bool:
-        """Per-endpoint ``add_if_missing`` wins over the global switch; only AWS endpoints
-        can be added (Azure and GCP need addresses only the operator's cloud knows)."""
-        if endpoint.cloud_provider is not CloudProvider.AWS:
+        """Per-endpoint ``add_if_missing`` wins over the global switch; only some providers'
+        endpoints can be added (see ``ProviderSpec.can_be_added``)."""
+        if not PROVIDERS[endpoint.cloud_provider].can_be_added:
             return False
         if endpoint.add_if_missing is not None:
             return endpoint.add_if_missing
@@ -488,14 +453,16 @@ def _cross_section_problems(config: MonitorConfig) -> list[str]:
         problems.append("discover: needs atlas.api_version: v2")
     for index, endpoint in enumerate(config.endpoints):
         provider = endpoint.cloud_provider
-        if provider is not CloudProvider.AWS and not v2:
+        spec = PROVIDERS[provider]
+        if not spec.served_by_v1 and not v2:
             problems.append(
                 f"endpoints.{index}.cloud_provider: {provider} needs atlas.api_version: v2 "
-                "(v1.0 serves AWS only)"
+                f"(v1.0 serves {provider_names(lambda each: each.served_by_v1)} only)"
             )
-        if provider is not CloudProvider.AWS and endpoint.add_if_missing:
+        if not spec.can_be_added and endpoint.add_if_missing:
             problems.append(
-                f"endpoints.{index}.add_if_missing: only AWS endpoints can be added; "
+                f"endpoints.{index}.add_if_missing: only "
+                f"{provider_names(lambda each: each.can_be_added)} endpoints can be added; "
                 f"a {provider} endpoint needs details only your cloud account knows"
             )
     return problems

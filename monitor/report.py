@@ -6,12 +6,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from monitor.alerts import AlertName
 from monitor.atlas import describe_failure
 from monitor.config import AlertSettings
 from monitor.logs import masked
-from monitor.poller import PollResult
-from monitor.state import EndpointState, advance
+from monitor.polling.alerts import AlertName
+from monitor.polling.poller import PollResult
+from monitor.polling.state import EndpointState, advance
 
 # One poll has no history: any failure counts as unreachable, and time in status (stuck)
 # cannot be judged. Otherwise the daemon's own rules apply, so the two never disagree.

@@ -17,13 +17,13 @@ from prometheus_client.exposition import choose_encoder
 
 from monitor import __version__
 from monitor.config import ConfigError, Settings, load_settings
+from monitor.exposition import MonitorMetrics
 from monitor.lifecycle import serve_on_stack
 from monitor.log_output import failing_reason
 from monitor.logs import mask_secret
-from monitor.metrics import MonitorMetrics
-from monitor.poller import Monitor, PollScheduler, build_client
+from monitor.polling.poller import Monitor, PollScheduler, build_client
+from monitor.polling.statestore import StateStore
 from monitor.reloads import STOPPING, ReloadQueue, in_daemon_thread
-from monitor.statestore import StateStore
 from monitor.webconfig import SwappableTLS, protect
 
 log = structlog.get_logger(__name__)
@@ -256,7 +256,7 @@ async def _metrics(request: web.Request) -> web.StreamResponse:
     At 10,000 endpoints the text is about 30 MB, so it is never joined whole: it goes out
     piece by piece, or (as Prometheus asks) gzipped in a worker thread, where only the pieces
     not compressed yet (by an earlier scrape or in the background, see
-    MonitorMetrics.keep_compressed) are compressed (see monitor.metrics.Exposition).
+    MonitorMetrics.keep_compressed) are compressed (see monitor.exposition.cache.Exposition).
     """
     _, content_type = choose_encoder(request.headers.get("Accept", ""))
     openmetrics = content_type.startswith("application/openmetrics-text")

@@ -9,9 +9,10 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from monitor.config import EndpointConfig
-from monitor.poller import Monitor
+from monitor.polling.poller import Monitor
 from monitor.simulator import Fault, Scenario, Simulator
-from tests.conftest import (
+from tests.helpers import (
+    FakeClock,
     StartSimulator,
     alerts_in,
     endpoint_entry,
@@ -107,10 +108,10 @@ async def test_a_refused_add_is_retried_per_cycle_up_to_max_attempts(
 async def test_recreate_deletes_a_failed_endpoint_it_added_then_adds_it_again(
     start_simulator: StartSimulator,
 ) -> None:
-    now = [1000.0]
+    clock = FakeClock(1000.0)
     simulator, url = await start_simulator(
         Scenario(step_seconds=10, endpoints=[simulated(MISSING, exists=False)]),
-        clock=lambda: now[0],
+        clock=clock,
     )
     settings = settings_for(
         url,
@@ -124,7 +125,7 @@ async def test_recreate_deletes_a_failed_endpoint_it_added_then_adds_it_again(
             await monitor.run_cycle(client)  # REJECTED: DELETE
             assert simulator.endpoint_state(**ids_of(MISSING))["connectionStatus"] == "DELETING"  # type: ignore[index]
             await monitor.run_cycle(client)  # DELETING: wait
-            now[0] += 10
+            clock.now += 10
             await monitor.run_cycle(client)  # gone, 404: POST (attempt 2)
             simulator.set_endpoint(**ids_of(MISSING), status="REJECTED")
             await monitor.run_cycle(client)  # REJECTED again, attempts used up: leave it

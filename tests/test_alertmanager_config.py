@@ -16,11 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import deployment_tool
-from tests.test_prometheus_rules import alerting_rules, load_yaml
+from tests.helpers import ALERTMANAGER_CONFIG, REPO, alerting_rules, deployment_tool, load_yaml
 
-REPO = Path(__file__).resolve().parent.parent
-ALERTMANAGER_CONFIG = REPO / "config" / "alertmanager" / "alertmanager.yml"
 EXAMPLE_RECEIVERS = ("slack", "pagerduty")
 ENDPOINT_IDS = ["group_id", "private_link_id", "interface_endpoint_id"]
 

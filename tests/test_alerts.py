@@ -8,14 +8,11 @@ from datetime import datetime, timedelta
 
 from structlog.testing import capture_logs
 
-from monitor.alerts import AlertName, emit_alert
-from monitor.atlas import (
-    ConnectionStatus,
-)
 from monitor.config import EndpointConfig
 from monitor.logs import configure_logging
-from monitor.state import AlertEvent
-from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
+from monitor.polling.alerts import AlertEvent, AlertName, emit_alert
+from monitor.providers import ConnectionStatus
+from tests.helpers import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
 
 CONTRACT_FIELDS = {
     "event",

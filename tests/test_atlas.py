@@ -21,7 +21,6 @@ from yarl import URL
 
 from monitor import __version__
 from monitor.atlas import (
-    MAX_BODY_BYTES,
     V2_MEDIA_TYPE,
     ApiKey,
     ApiVersion,
@@ -33,22 +32,22 @@ from monitor.atlas import (
     AtlasRequestError,
     AtlasServerError,
     AtlasUnreachableError,
-    CloudProvider,
-    ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
     LocalResourceError,
     ServiceAccount,
-    ServiceStatus,
     parse_retry_after,
 )
+from monitor.atlas.http import MAX_BODY_BYTES
+from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
-from tests.conftest import (
+from tests.helpers import (
     ENDPOINT_ID,
     GROUP_ID,
     PRIVATE_KEY,
     PRIVATE_LINK_ID,
     PUBLIC_KEY,
+    FakeClock,
     RunVirtually,
     StartSimulator,
     unused_port,
@@ -672,8 +671,8 @@ async def test_wrong_private_key_is_an_auth_error_with_atlas_words(
 async def test_add_then_watch_it_progress(
     make_client: MakeClient, start_simulator: StartSimulator
 ) -> None:
-    now = [1000.0]
-    simulator, url = await start_simulator(Scenario(step_seconds=10), clock=lambda: now[0])
+    clock = FakeClock(1000.0)
+    simulator, url = await start_simulator(Scenario(step_seconds=10), clock=clock)
     async with make_client(base_url=url) as client:
         with pytest.raises(AtlasNotFoundError):
             await client.get_interface_endpoint(REF)
@@ -681,11 +680,11 @@ async def test_add_then_watch_it_progress(
         assert added.connection_status is ConnectionStatus.NONE
         seen = []
         for _ in range(4):
-            now[0] += 10
+            clock.now += 10
             seen.append((await client.get_interface_endpoint(REF)).connection_status)
         assert await client.delete_interface_endpoint(REF) is True
         assert (await client.get_interface_endpoint(REF)).delete_requested is True
-        now[0] += 10
+        clock.now += 10
         assert await client.delete_interface_endpoint(REF) is False
     assert seen == [
         ConnectionStatus.PENDING_ACCEPTANCE,
@@ -699,14 +698,14 @@ async def test_add_then_watch_it_progress(
 async def test_stale_nonce_costs_one_extra_round_trip(
     make_client: MakeClient, start_simulator: StartSimulator
 ) -> None:
-    now = [0.0]
+    clock = FakeClock(0.0)
     simulator, url = await start_simulator(
         one_endpoint_scenario().model_copy(update={"nonce_lifetime_seconds": 60}),
-        clock=lambda: now[0],
+        clock=clock,
     )
     async with make_client(base_url=url) as client:
         await client.get_interface_endpoint(REF)
-        now[0] += 61
+        clock.now += 61
         await client.get_interface_endpoint(REF)
         await client.get_interface_endpoint(REF)
     assert simulator.stats.challenges == 2

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from monitor.cli import main
-from tests.conftest import (
+from tests.helpers import (
     PRIVATE_KEY,
     Process,
     WriteConfig,
@@ -416,6 +416,33 @@ def test_run_with_invalid_config_exits_2(
     path = write_config(config_document(poll={"interval_seconds": -1}))
     assert main(["run", "--config", str(path)]) == 2
     assert "poll.interval_seconds:" in capsys.readouterr().err
+
+
+def test_run_never_imports_the_simulator(
+    write_config: WriteConfig, credentials_env: dict[str, str]
+) -> None:
+    """The daemon's process stays free of the simulator's code: cli imports it lazily."""
+    path = write_config(config_document(poll={"interval_seconds": -1}))
+    program = (
+        "import sys\n"
+        "import monitor.__main__\n"
+        "from monitor.cli import main\n"
+        f"status = main(['run', '--config', {str(path)!r}])\n"
+        "print(status, sorted(name for name in sys.modules if name.startswith('monitor.')))\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", program],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    status, _, modules = finished.stdout.strip().partition(" ")
+    assert status == "2"
+    assert "'monitor.cli'" in modules
+    assert "monitor.simulator" not in modules
+    assert "monitor.demo" not in modules
 
 
 def test_run_exits_1_naming_the_address_it_cannot_listen_on(

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from monitor.atlas import ApiKey, ApiVersion, CloudProvider, ServiceAccount
+from monitor.atlas import ApiKey, ApiVersion, ServiceAccount
 from monitor.config import (
     DEFAULT_BASE_URL,
     DEFAULT_PORT,
@@ -15,7 +15,8 @@ from monitor.config import (
     parse_config,
     resolve_config_path,
 )
-from tests.conftest import (
+from monitor.providers import CloudProvider
+from tests.helpers import (
     CREDENTIALS_ENV,
     ENDPOINT_ID,
     GROUP_ID,

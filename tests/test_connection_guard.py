@@ -18,8 +18,15 @@ from monitor.connection_guard import (
     connection_cap,
 )
 from monitor.simulator import Scenario
-from tests.conftest import StartDaemon, StartSimulator, events_in, settings_for, simulated
-from tests.test_server import HEALTHY, fetch
+from tests.helpers import (
+    HEALTHY,
+    StartDaemon,
+    StartSimulator,
+    events_in,
+    fetch,
+    settings_for,
+    simulated,
+)
 
 
 def test_the_cap_leaves_descriptors_for_atlas_and_the_process() -> None:

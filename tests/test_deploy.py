@@ -16,7 +16,6 @@ import subprocess
 import sys
 import tomllib
 import venv
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,15 +26,18 @@ import yaml
 from monitor import __version__
 from monitor.config import ServerSettings, parse_config
 from monitor.demo import DEMO_PRIVATE_KEY, DEMO_PUBLIC_KEY
-from tests.conftest import (
+from tests.helpers import (
     CREDENTIALS_ENV,
+    REPO,
     Process,
     deployment_tool,
+    dockerfile,
+    healthcheck,
+    only,
     subprocess_env,
     unused_port,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("run", "check", "once", "simulate", "demo")
 CONFIG_IN_IMAGE = "/etc/atlas-endpoint-monitor/config.yaml"
 # The Dockerfile's build and install steps, replayed below with local paths.
@@ -43,44 +45,6 @@ BUILD_WHEEL = "python -m build --wheel --outdir /dist"
 INSTALL_WHEEL = '"$VIRTUAL_ENV/bin/pip" install --no-cache-dir /tmp/dist/*.whl'
 # Compose's "${NAME:-default}" interpolation, resolved to the default as with no .env file.
 COMPOSE_VARIABLE = re.compile(r"\$\{[A-Z_]+:-([^}]*)\}")
-
-
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str
-    arguments: str
-    stage: int
-    """0 for the build stage, 1 for the runtime stage."""
-
-    def exec_form(self) -> list[str]:
-        parsed: list[str] = json.loads(self.arguments)
-        return parsed
-
-
-def dockerfile() -> list[Instruction]:
-    """The Dockerfile's instructions, continuation lines joined and comments dropped."""
-    logical: list[str] = []
-    pending = ""
-    for line in (REPO / "Dockerfile").read_text().splitlines():
-        if line.lstrip().startswith("#") or not line.strip():
-            continue
-        pending += line.rstrip().removesuffix("\\").strip() + " "
-        if not line.rstrip().endswith("\\"):
-            logical.append(pending.strip())
-            pending = ""
-    instructions = []
-    stage = -1
-    for text in logical:
-        keyword, _, arguments = text.partition(" ")
-        if keyword.upper() == "FROM":
-            stage += 1
-        instructions.append(Instruction(keyword.upper(), arguments.strip(), stage))
-    return instructions
-
-
-def only(keyword: str, stage: int = 1) -> Instruction:
-    (found,) = [i for i in dockerfile() if i.keyword == keyword and i.stage == stage]
-    return found
 
 
 def image_env() -> dict[str, str]:
@@ -269,20 +233,6 @@ def run_installed(bin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]
         env=subprocess_env(),
         check=False,
     )
-
-
-def healthcheck(url: str) -> int:
-    """The image's HEALTHCHECK command, as Docker would run it."""
-    healthcheck = only("HEALTHCHECK").arguments
-    command = json.loads(healthcheck[healthcheck.index("CMD") + len("CMD") :])
-    probe = subprocess.run(
-        [sys.executable, *command[1:]],
-        env={"ATLAS_MONITOR_HEALTHCHECK_URL": url},
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-    return probe.returncode
 
 
 def test_the_installed_wheel_runs_from_outside_the_checkout(installed_image: Path) -> None:

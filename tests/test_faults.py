@@ -27,14 +27,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-from monitor import atlas as atlas_module
-from monitor.atlas import MAX_BODY_BYTES, MAX_RETRY_AFTER_SECONDS
+from monitor.atlas import pacing as pacing_module
+from monitor.atlas.http import MAX_BODY_BYTES
+from monitor.atlas.pacing import MAX_RETRY_AFTER_SECONDS
 from monitor.config import Settings
 from monitor.lifecycle import serve_app, serve_on_stack
-from monitor.poller import Monitor
+from monitor.polling.poller import Monitor
 from monitor.server import MONITOR, create_app
 from monitor.simulator import DROPPED, Fault, Scenario, Simulator, SimulatorStats
-from tests.conftest import (
+from tests.helpers import (
     GROUP_ID,
     PRIVATE_KEY,
     PUBLIC_KEY,
@@ -302,7 +303,7 @@ async def start_daemon(
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Back-off starts at 0.5 s with random jitter, too slow for a dozen failing cycles per
     test; Retry-After, which is what the tests about waiting look at, still sets the floor."""
-    monkeypatch.setattr(atlas_module, "BACKOFF_BASE_SECONDS", 0.01)
+    monkeypatch.setattr(pacing_module, "BACKOFF_BASE_SECONDS", 0.01)
 
 
 def daemon_settings(base_url: str, endpoints: list[dict[str, Any]], **atlas: Any) -> Settings:
@@ -702,7 +703,7 @@ class MonotonicShift:
             time=time.time,
             perf_counter=time.perf_counter,
         )
-        monkeypatch.setattr(atlas_module, "time", shifted)
+        monkeypatch.setattr(pacing_module, "time", shifted)
 
 
 async def test_a_retry_after_beyond_the_cap_fails_the_project_fast_until_it_ends(

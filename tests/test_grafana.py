@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from monitor.atlas import ConnectionStatus, ServiceStatus
+from monitor.providers import ConnectionStatus, ServiceStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"

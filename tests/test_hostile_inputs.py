@@ -32,19 +32,17 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from monitor.atlas import (
-    MAX_RATE_LIMIT_SPACING_SECONDS,
-    MAX_THROTTLE_SECONDS,
     ApiKey,
     AtlasBadResponseError,
     AtlasClient,
     AtlasNotFoundError,
     AtlasRateLimitedError,
-    CloudProvider,
-    ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
     parse_retry_after,
 )
+from monitor.atlas.http import MAX_THROTTLE_SECONDS
+from monitor.atlas.pacing import MAX_RATE_LIMIT_SPACING_SECONDS
 from monitor.cli import main
 from monitor.config import (
     BASE_URL_ENV,
@@ -56,9 +54,10 @@ from monitor.config import (
 )
 from monitor.lifecycle import serve_on_stack
 from monitor.logs import configure_logging, secret_forms
-from monitor.poller import PollResult, watched_endpoints
+from monitor.polling.poller import PollResult, watched_endpoints
+from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.report import render_json, render_table
-from tests.conftest import (
+from tests.helpers import (
     CREDENTIALS_ENV,
     ENDPOINT_ID,
     GROUP_ID,

@@ -34,9 +34,7 @@ from monitor.config import (
     parse_config,
 )
 from monitor.server import create_app
-from tests.conftest import PRIVATE_KEY, PUBLIC_KEY, deployment_tool, settings_for
-from tests.test_deploy import only
-from tests.test_prometheus_rules import run_promtool
+from tests.helpers import PRIVATE_KEY, PUBLIC_KEY, deployment_tool, only, run_promtool, settings_for
 
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "deploy" / "kubernetes"

@@ -24,36 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import (
+from tests.helpers import (
     MONITOR_PROGRAM,
     WARNINGS_ENV,
     Process,
+    assert_clean_shutdown,
     config_document,
     endpoint_entry,
     endpoint_id,
     http_get,
-    json_event,
+    is_event,
+    run_daemon,
     subprocess_env,
     unused_port,
+    write_yaml,
 )
-
-# What a shutdown that forgot to close or await something leaves on stdout/stderr.
-SHUTDOWN_DEBRIS = (
-    "Unclosed client session",
-    "Unclosed connector",
-    "Unclosed",
-    "Task was destroyed but it is pending",
-    "Traceback",
-    "Exception ignored",
-    "poll_cycle_did_not_stop",
-)
-
-
-def is_event(*events: str) -> Callable[[str], bool]:
-    return lambda line: json_event(line) in events
 
 
 def samples(metrics_text: str, name: str) -> dict[str, float]:
@@ -83,43 +70,6 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10) ->
         time.sleep(0.02)
 
 
-def assert_clean_shutdown(lines: list[str], signal_name: str) -> None:
-    """The log ends with `stopping` (naming the signal) and then `stopped`, and nothing
-    after the daemon's own last line: no warnings, tracebacks or unawaited tasks."""
-    text = "\n".join(lines)
-    for debris in SHUTDOWN_DEBRIS:
-        assert debris not in text, f"{debris!r} in the output:\n{text}"
-    assert lines, "no output at all"
-    assert json_event(lines[-1]) == "stopped", f"last line is not `stopped`:\n{text}"
-    stopping = [json.loads(line) for line in lines if json_event(line) == "stopping"]
-    assert [line["signal"] for line in stopping] == [signal_name]
-    stopping_at = next(i for i, line in enumerate(lines) if json_event(line) == "stopping")
-    after_stopping = {json_event(line) for line in lines[stopping_at + 1 : -1]}
-    # Between the two, only the cancelled cycle may speak.
-    assert after_stopping <= {"poll_cycle_cancelled"}, text
-
-
-def write_yaml(path: Path, document: dict[str, Any]) -> Path:
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def children() -> Iterator[Callable[..., Process]]:
-    """Start `python -m monitor ...` children; whatever is still running at the end is
-    killed (these tests assert on their own stops, never on the teardown's)."""
-    started: list[Process] = []
-
-    def start(args: list[str], **env: str) -> Process:
-        child = Process(args, subprocess_env(**WARNINGS_ENV, **env))
-        started.append(child)
-        return child
-
-    yield start
-    for child in started:
-        child.kill()
-
-
 SLOW_SECONDS = 3
 
 
@@ -143,22 +93,6 @@ def gets_received(simulator_url: str) -> int:
     with urllib.request.urlopen(f"{simulator_url}/_simulator/stats", timeout=5) as response:  # noqa: S310
         stats = json.load(response)
     return sum(stats.get("by_endpoint", {}).get("GET", {}).values())
-
-
-def run_daemon(
-    tmp_path: Path, start: Callable[..., Process], atlas_url: str, **sections: Any
-) -> tuple[Process, str]:
-    """`run` as a child on a free port, logging at debug; returns it and its base URL once
-    it has announced `monitor_started`."""
-    port = unused_port()
-    document = config_document(**sections)
-    document["atlas"] = {"base_url": atlas_url, **document.get("atlas", {})}
-    document["server"] = {"host": "127.0.0.1", "port": port}
-    document["log"] = {"level": "debug", "format": "json"}
-    daemon = start(["run", "--config", str(write_yaml(tmp_path / "config.yaml", document))])
-    started = json.loads(daemon.wait_for_line(is_event("monitor_started")))
-    assert started["url"] == f"http://127.0.0.1:{port}"
-    return daemon, started["url"]
 
 
 def stop_and_time(daemon: Process, sig: signal.Signals) -> tuple[int, float]:

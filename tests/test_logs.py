@@ -9,7 +9,7 @@ import logging
 import structlog
 
 from monitor.logs import REDACTED, configure_logging, mask_secret
-from tests.conftest import PRIVATE_KEY
+from tests.helpers import PRIVATE_KEY
 
 
 def test_json_lines_with_iso_utc_timestamp_and_level() -> None:

@@ -19,13 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from monitor import __version__
-from monitor import metrics as monitor_metrics
-from monitor.alerts import ENDPOINT_ALERTS, AlertName
-from monitor.atlas import ENDPOINT_STATUSES, CloudProvider, ConnectionStatus, EndpointRef
+from monitor.atlas import EndpointRef
 from monitor.config import EndpointConfig
-from monitor.metrics import MonitorMetrics
-from monitor.state import EndpointState
-from tests.conftest import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
+from monitor.exposition import MonitorMetrics
+from monitor.exposition import cache as exposition_cache
+from monitor.exposition import endpoints as exposition_endpoints
+from monitor.polling.alerts import ENDPOINT_ALERTS, AlertName
+from monitor.polling.state import EndpointState
+from monitor.providers import ENDPOINT_STATUSES, CloudProvider, ConnectionStatus
+from tests.helpers import ENDPOINT_ID, GROUP_ID, PRIVATE_LINK_ID, endpoint_entry
 
 OTHER_ENDPOINT_ID = "vpce-0a1b2c3d4e5f60718"
 THIRD_ENDPOINT_ID = "vpce-1234abcd"
@@ -668,13 +670,13 @@ def test_render_re_renders_only_the_endpoints_named_as_changed(
     snapshot.extend(varied_snapshot())
     metrics.render()
     rendered: list[EndpointState | None] = []
-    real = monitor_metrics._Template.lines
+    real = exposition_endpoints._Template.lines
 
     def counting(template: Any, endpoint_state: EndpointState | None) -> Any:
         rendered.append(endpoint_state)
         return real(template, endpoint_state)
 
-    monkeypatch.setattr(monitor_metrics._Template, "lines", counting)
+    monkeypatch.setattr(exposition_endpoints._Template, "lines", counting)
 
     unchanged = serve(metrics)
     new_state = state(status=ConnectionStatus.AVAILABLE)
@@ -710,9 +712,9 @@ def test_render_drops_removed_endpoints_and_follows_the_label_union(
 
 def fresh_endpoint_text(snapshot: SnapshotList) -> bytes:
     """The endpoint families rendered from scratch, with no cache involved."""
-    fresh = monitor_metrics.EndpointExposition()
+    fresh = exposition_endpoints.EndpointExposition()
     fresh.sync(snapshot)
-    return b"".join(monitor_metrics.Exposition(fresh.pieces()).chunks())
+    return b"".join(exposition_cache.Exposition(fresh.pieces()).chunks())
 
 
 def numbered(number: int, **overrides: Any) -> EndpointConfig:
@@ -732,7 +734,7 @@ def random_state(rng: random.Random) -> EndpointState | None:
     )
 
 
-def compress(pieces: Sequence[monitor_metrics._Piece]) -> None:
+def compress(pieces: Sequence[exposition_cache.Piece]) -> None:
     """What MonitorMetrics.keep_compressed does with ``settled`` in a worker thread."""
     for piece in pieces:
         piece.compressed()
@@ -749,11 +751,11 @@ def test_served_body_always_equals_a_fresh_render(
     (finishing at once, later, after reloads and scrapes, or in a thread racing a scrape)
     and scrapes: whatever the cache holds, the body is a fresh render's, gzipped or not, and
     gzip.decompress checks its CRC."""
-    monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 3)
+    monkeypatch.setattr(exposition_endpoints, "BLOCK_ENDPOINTS", 3)
     rng = random.Random(seed)
     next_number = 20
     snapshot.extend((numbered(number), random_state(rng)) for number in range(next_number))
-    in_flight: list[Sequence[monitor_metrics._Piece]] = []
+    in_flight: list[Sequence[exposition_cache.Piece]] = []
     """Background compressions handed their pieces and not finished yet."""
     for _ in range(80):
         action = rng.random()
@@ -804,7 +806,7 @@ def test_served_body_always_equals_a_fresh_render(
 def test_unchanged_pieces_are_served_again_without_compressing_them(
     metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 2)
+    monkeypatch.setattr(exposition_endpoints, "BLOCK_ENDPOINTS", 2)
     snapshot.extend((numbered(number), state()) for number in range(10))
     first = metrics.render()
     first.gzip()
@@ -840,7 +842,7 @@ def counting_compressions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_background_compression_leaves_a_scrape_only_the_blocks_still_being_polled(
     metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 2)
+    monkeypatch.setattr(exposition_endpoints, "BLOCK_ENDPOINTS", 2)
     snapshot.extend((numbered(number), state()) for number in range(10))
     metrics.prepare()
     compress(metrics.settled())  # everything, after a reload
@@ -877,7 +879,7 @@ async def test_keep_compressed_races_polls_reloads_and_scrapes_and_stops_when_ca
 ) -> None:
     """The background task for real: rounds every millisecond, compressing in worker threads
     while polls, reloads and scrapes (gzipped in threads too) go on."""
-    monkeypatch.setattr(monitor_metrics, "BLOCK_ENDPOINTS", 3)
+    monkeypatch.setattr(exposition_endpoints, "BLOCK_ENDPOINTS", 3)
     rng = random.Random(7)
     snapshot.extend((numbered(number), random_state(rng)) for number in range(30))
     metrics.prepare()
@@ -936,8 +938,8 @@ def test_crc32_combine_agrees_with_zlib(size: int) -> None:
     first = rng.randbytes(rng.randrange(1000))
     second = rng.randbytes(min(size, 100_000))
     crc1, crc2 = zlib.crc32(first), zlib.crc32(second)
-    combine = monitor_metrics._crc32_combine
-    python = monitor_metrics._crc32_combine_python
+    combine = exposition_cache._crc32_combine
+    python = exposition_cache._crc32_combine_python
     assert combine(crc1, crc2, len(second)) == zlib.crc32(first + second)
     assert python(crc1, crc2, len(second)) == zlib.crc32(first + second)
     assert combine(crc1, crc2, size) == python(crc1, crc2, size)
@@ -946,7 +948,7 @@ def test_crc32_combine_agrees_with_zlib(size: int) -> None:
 def test_gzip_without_libz_crc32_combine(
     metrics: MonitorMetrics, snapshot: SnapshotList, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(monitor_metrics, "_libz_crc32_combine", None)
+    monkeypatch.setattr(exposition_cache, "_libz_crc32_combine", None)
     snapshot.extend(varied_snapshot())
     served = metrics.render()
     assert gzip.decompress(served.gzip()) == b"".join(served.chunks())

@@ -32,7 +32,8 @@ from monitor.atlas import (
     AtlasServerError,
     AtlasUnreachableError,
 )
-from monitor.oauth import TOKEN_PATH, ServiceAccountLogin, token_url
+from monitor.atlas.oauth import TOKEN_PATH, ServiceAccountLogin, token_url
+from tests.helpers import FakeClock
 
 CLIENT_ID = "mdb_sa_id_65f0c1d2e3a4b5c6d7e8f901"
 CLIENT_SECRET = "mdb_sa_sk_s3cr3t-5f1d9c"
@@ -96,7 +97,7 @@ class Harness:
     session: aiohttp.ClientSession
     observed: list[tuple[str, str, str]]
     """(method, path, status) of every exchange the observer middleware saw."""
-    now: list[float]
+    clock: FakeClock
 
     async def get(self) -> int:
         async with self.session.get(self.base_url + API_PATH) as response:
@@ -132,13 +133,13 @@ async def harness() -> AsyncIterator[MakeHarness]:
         await server.start_server()
         servers.append(server)
         base_url = str(server.make_url("")).rstrip("/")
-        now = [1000.0]
+        clock = FakeClock(1000.0)
         login = ServiceAccountLogin(
             token_url=url or token_url(base_url),
             client_id=client_id,
             client_secret=SecretStr(client_secret),
             timeout=aiohttp.ClientTimeout(total=login_timeout),
-            clock=lambda: now[0],
+            clock=clock,
         )
         observed: list[tuple[str, str, str]] = []
 
@@ -161,7 +162,7 @@ async def harness() -> AsyncIterator[MakeHarness]:
             timeout=aiohttp.ClientTimeout(total=5),
         )
         sessions.append(session)
-        return Harness(atlas, base_url, login, session, observed, now)
+        return Harness(atlas, base_url, login, session, observed, clock)
 
     yield make
     for session in sessions:
@@ -247,7 +248,7 @@ async def test_the_cached_token_is_used_until_it_is_due(harness: MakeHarness) ->
 
     for _ in range(3):
         assert await h.get() == 200
-        h.now[0] += 600
+        h.clock.now += 600
 
     assert len(h.atlas.token_requests) == 1
     assert h.atlas.api_authorizations == ["Bearer token-1"] * 3
@@ -269,14 +270,14 @@ async def test_the_token_is_renewed_before_it_expires(
     renewed: float,
 ) -> None:
     h = await harness(FakeAtlas(expires_in=expires_in))
-    start = h.now[0]
+    start = h.clock.now
     assert await h.get() == 200
 
-    h.now[0] = start + still_cached
+    h.clock.now = start + still_cached
     assert await h.get() == 200
     assert len(h.atlas.token_requests) == 1
 
-    h.now[0] = start + renewed
+    h.clock.now = start + renewed
     assert list(await asyncio.gather(h.get(), h.get(), h.get())) == [200, 200, 200]
     assert len(h.atlas.token_requests) == 2
     assert h.atlas.api_authorizations[-3:] == ["Bearer token-2"] * 3
@@ -531,7 +532,7 @@ def test_token_url_is_at_the_host_root() -> None:
     assert token_url("https://cloud.mongodb.com/") == "https://cloud.mongodb.com/api/oauth/token"
 
 
-@pytest.mark.parametrize("first", ["monitor.oauth", "monitor.atlas"])
+@pytest.mark.parametrize("first", ["monitor.atlas.oauth", "monitor.atlas"])
 def test_either_module_imports_first_without_a_cycle(first: str) -> None:
-    code = f"import {first}; import monitor.oauth, monitor.atlas"
+    code = f"import {first}; import monitor.atlas.oauth, monitor.atlas"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -31,24 +31,21 @@ from aiohttp import web
 
 from monitor.lifecycle import serve_on_stack
 from monitor.simulator import Scenario
-from tests.conftest import (
+from tests.helpers import (
+    ALERTMANAGER_CONFIG,
+    DATA_TIMEOUT_SECONDS,
+    RULES,
     Process,
     StartSimulator,
     deployment_tool,
     endpoint_entry,
     endpoint_id,
     ids_of,
+    run_daemon,
     running_prometheus,
+    scrape_config,
     simulated,
     subprocess_env,
-)
-from tests.test_alertmanager_config import ALERTMANAGER_CONFIG
-from tests.test_lifecycle import children, run_daemon  # noqa: F401 (children: a fixture)
-from tests.test_prometheus_integration import (
-    DATA_TIMEOUT_SECONDS,
-    RULES,
-    prometheus_binary,  # noqa: F401 (a fixture)
-    scrape_config,
     wait_for_alert,
     wait_for_data,
 )
@@ -173,8 +170,8 @@ class Paging:
 @pytest.fixture
 async def paging(
     start_simulator: StartSimulator,
-    children: Callable[..., Process],  # noqa: F811
-    prometheus_binary: str,  # noqa: F811
+    children: Callable[..., Process],
+    prometheus_binary: str,
     webhook: Webhook,
     tmp_path: Path,
 ) -> AsyncIterator[Paging]:

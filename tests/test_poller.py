@@ -21,27 +21,27 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 from yarl import URL
 
-from monitor.alerts import AlertName
 from monitor.atlas import (
     ApiKey,
     ApiVersion,
     AtlasClient,
     AtlasServerError,
-    CloudProvider,
-    ConnectionStatus,
     EndpointRef,
     EndpointService,
     InterfaceEndpoint,
 )
 from monitor.config import EndpointConfig, Settings
-from monitor.metrics import EndpointExposition, Exposition
-from monitor.poller import Monitor, PollScheduler, poll_endpoints
+from monitor.exposition import EndpointExposition, Exposition
+from monitor.polling.alerts import AlertName
+from monitor.polling.poller import Monitor, PollScheduler, poll_endpoints
+from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint
-from tests.conftest import (
+from tests.helpers import (
     GROUP_ID,
     PRIVATE_KEY,
     PRIVATE_LINK_ID,
     PUBLIC_KEY,
+    FakeClock,
     RunVirtually,
     StartSimulator,
     alerts_in,
@@ -269,16 +269,16 @@ async def test_unreachable_fires_after_consecutive_failures_and_keeps_the_last_s
 async def test_stuck_fires_when_a_pending_status_outlasts_the_limit(
     start_simulator: StartSimulator,
 ) -> None:
-    now = [5000.0]
+    clock = FakeClock(5000.0)
     _, url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY, status="PENDING")]))
     settings = settings_for(url, endpoints=[HEALTHY], alerts={"stuck_after_seconds": 100})
     with capture_logs() as logs:
-        async with monitoring(settings, clock=lambda: now[0]) as (monitor, client):
+        async with monitoring(settings, clock=clock) as (monitor, client):
             await monitor.run_cycle(client)
-            now[0] += 99
+            clock.now += 99
             await monitor.run_cycle(client)
             assert alerts_in(logs) == []
-            now[0] += 1
+            clock.now += 1
             await monitor.run_cycle(client)
             await monitor.run_cycle(client)
     assert alerts_in(logs) == [("healthy", "stuck", "firing")]

@@ -13,7 +13,6 @@ services, which only v2 exports.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -26,26 +25,28 @@ import pytest
 import yaml
 
 from monitor.simulator import Fault, Scenario, ScenarioEndpoint, ScenarioService, Simulator
-from tests.conftest import (
+from tests.helpers import (
+    JOB,
     PRIVATE_LINK_ID,
+    REPO,
+    RULES,
     RunningDaemon,
     StartDaemon,
     StartSimulator,
-    deployment_tool,
     endpoint_entry,
     endpoint_id,
     ids_of,
+    query,
     running_prometheus,
+    scrape_config,
     settings_for,
     simulated,
     unused_port,
+    wait_for_alert,
+    wait_for_data,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-RULES = REPO / "config/prometheus/rules/atlas-endpoint-monitor.rules.yml"
 DASHBOARD = REPO / "grafana/dashboards/atlas-endpoint-monitor.json"
-JOB = "atlas-endpoint-monitor"
-DATA_TIMEOUT_SECONDS = 60
 # What Grafana would put in place of the dashboard's variables, with every endpoint selected.
 GRAFANA_VARIABLES = {
     "job": JOB,
@@ -154,11 +155,6 @@ def rule_expressions() -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def prometheus_binary() -> str:
-    return deployment_tool("prometheus", "prometheus")
-
-
 def simulated_v2(entry: dict[str, Any], **state: Any) -> ScenarioEndpoint:
     """``simulated`` for an endpoint of any provider."""
     return simulated(entry, cloud_provider=entry.get("cloud_provider", "AWS"), **state)
@@ -237,11 +233,6 @@ async def stack(start_simulator: StartSimulator, start_daemon: StartDaemon) -> S
     return Stack(simulator, await start_daemon(settings), await start_daemon(v2_settings))
 
 
-def scrape_config(targets: list[str]) -> dict[str, Any]:
-    """A scrape job under the shipped config's job name (the rules match it) for ``targets``."""
-    return {"job_name": JOB, "static_configs": [{"targets": targets}]}
-
-
 @pytest.fixture
 async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> AsyncIterator[str]:
     """Prometheus scraping the daemons, plus a target nobody serves (a monitor that is down)."""
@@ -252,35 +243,6 @@ async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> As
     }
     async with running_prometheus(prometheus_binary, document, tmp_path) as url:
         yield url
-
-
-async def query(session: aiohttp.ClientSession, base: str, expression: str) -> list[Any]:
-    """The instant query's result; an invalid expression fails with Prometheus' error."""
-    async with session.get(f"{base}/api/v1/query", params={"query": expression}) as response:
-        body = await response.json()
-    assert body["status"] == "success", f"{expression}: {body.get('error')}"
-    result: list[Any] = body["data"]["result"]
-    return result
-
-
-async def wait_for_data(
-    session: aiohttp.ClientSession, base: str, expressions: dict[str, str]
-) -> dict[str, list[Any]]:
-    """Query every expression until each has returned data, or fail naming those that never did.
-
-    Rates and quantiles need two scrapes and the alert gauges a few poll cycles, so the first
-    rounds legitimately come back empty.
-    """
-    answered: dict[str, list[Any]] = {}
-    for _ in range(DATA_TIMEOUT_SECONDS):
-        for label, expression in expressions.items():
-            if label not in answered and (result := await query(session, base, expression)):
-                answered[label] = result
-        if len(answered) == len(expressions):
-            return answered
-        await asyncio.sleep(1)
-    silent = {label: expressions[label] for label in expressions if label not in answered}
-    raise AssertionError(f"no data within {DATA_TIMEOUT_SECONDS} s from {silent}")
 
 
 async def test_every_dashboard_and_rule_query_returns_data_and_the_endpoint_rules_fire(
@@ -368,17 +330,3 @@ async def variable_options(
     return {
         item["metric"][variable["label"]] for item in series if variable["label"] in item["metric"]
     }
-
-
-async def wait_for_alert(
-    session: aiohttp.ClientSession, base: str, alertname: str
-) -> dict[str, Any]:
-    for _ in range(DATA_TIMEOUT_SECONDS):
-        async with session.get(f"{base}/api/v1/alerts") as response:
-            alerts = (await response.json())["data"]["alerts"]
-        for alert in alerts:
-            if alert["labels"]["alertname"] == alertname and alert["state"] == "firing":
-                found: dict[str, Any] = alert
-                return found
-        await asyncio.sleep(1)
-    raise AssertionError(f"{alertname} not firing within {DATA_TIMEOUT_SECONDS} s")

@@ -7,20 +7,20 @@ missing promtool fails these tests (see ``deployment_tool``).
 from __future__ import annotations
 
 import fnmatch
-import subprocess
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-import yaml
+from tests.helpers import (
+    PROMETHEUS_DIR,
+    REPO,
+    RULES_DIR,
+    RULES_FILE,
+    alerting_rules,
+    load_yaml,
+    run_promtool,
+)
 
-from tests.conftest import deployment_tool
-
-REPO = Path(__file__).resolve().parent.parent
-PROMETHEUS_DIR = REPO / "config" / "prometheus"
 CONFIG_FILE = PROMETHEUS_DIR / "prometheus.yml"
-RULES_DIR = PROMETHEUS_DIR / "rules"
-RULES_FILE = RULES_DIR / "atlas-endpoint-monitor.rules.yml"
 RULES_TEST_FILE = PROMETHEUS_DIR / "tests" / "atlas-endpoint-monitor.test.yml"
 
 # Where docker compose mounts RULES_DIR inside the Prometheus container.
@@ -28,33 +28,6 @@ CONTAINER_RULES_GLOB = "/etc/prometheus/rules/*.yml"
 RUNBOOK = "https://github.com/atlas-endpoint-monitor/atlas-endpoint-monitor/blob/main/docs/alerts-runbook.md#"
 SEVERITIES = {"critical", "warning", "none"}
 ENDPOINT_ID_LABELS = ("group_id", "private_link_id", "interface_endpoint_id", "name")
-
-
-def run_promtool(*args: str) -> str:
-    """Run promtool, assert it succeeded, and return its output for further checks."""
-    result = subprocess.run(
-        [deployment_tool("promtool", "prometheus"), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    output = f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-    assert result.returncode == 0, f"promtool {' '.join(args)} exited {result.returncode}\n{output}"
-    return output
-
-
-def load_yaml(path: Path) -> Any:
-    with path.open(encoding="utf-8") as stream:
-        return yaml.safe_load(stream)
-
-
-def alerting_rules() -> list[dict[str, Any]]:
-    groups = load_yaml(RULES_FILE)["groups"]
-    rules = [rule for group in groups for rule in group["rules"] if "alert" in rule]
-    assert rules, f"no alerting rules in {RULES_FILE}"
-    return rules
 
 
 def test_prometheus_config_is_valid(tmp_path: Path) -> None:

@@ -4,18 +4,18 @@ import json
 
 import pytest
 
-from monitor.alerts import AlertName
 from monitor.atlas import (
     AtlasAuthError,
     AtlasNotFoundError,
     AtlasUnreachableError,
-    ConnectionStatus,
     InterfaceEndpoint,
 )
 from monitor.config import EndpointConfig
-from monitor.poller import PollResult
+from monitor.polling.alerts import AlertName
+from monitor.polling.poller import PollResult
+from monitor.providers import ConnectionStatus
 from monitor.report import alert_conditions, has_alert, render_json, render_table
-from tests.conftest import GROUP_ID, PRIVATE_LINK_ID
+from tests.helpers import GROUP_ID, PRIVATE_LINK_ID
 
 HEALTHY = EndpointConfig(
     group_id=GROUP_ID,

@@ -44,9 +44,9 @@ from monitor.config import (
 )
 from monitor.lifecycle import serve_on_stack
 from monitor.logs import REDACTED, configure_logging
-from monitor.poller import build_client, poll_endpoint
+from monitor.polling.poller import build_client, poll_endpoint
 from monitor.simulator import Scenario, Simulator
-from tests.conftest import (
+from tests.helpers import (
     MONITOR_PROGRAM,
     PUBLIC_KEY,
     WARNINGS_ENV,

@@ -13,32 +13,27 @@ from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
 
 from monitor import __version__
-from monitor.atlas import ENDPOINT_STATUSES, CloudProvider
 from monitor.config import ConfigError, EndpointConfig, Settings
 from monitor.lifecycle import serve_on_stack
+from monitor.providers import ENDPOINT_STATUSES, CloudProvider
 from monitor.server import create_app
 from monitor.simulator import Fault, Scenario
-from tests.conftest import (
+from tests.helpers import (
+    HEALTHY,
+    FakeClock,
     StartDaemon,
     StartSimulator,
     alerts_in,
     endpoint_entry,
     endpoint_id,
     events_in,
+    fetch,
     ids_of,
     settings_for,
     simulated,
 )
 
-HEALTHY = endpoint_entry(
-    interface_endpoint_id=endpoint_id(1), name="orders", labels={"env": "prod"}
-)
 REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="payments")
-
-
-async def fetch(url: str, **headers: str) -> tuple[int, str, str]:
-    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
-        return response.status, response.headers["Content-Type"], await response.text()
 
 
 async def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -267,16 +262,16 @@ async def test_a_reload_adds_and_removes_endpoints_and_keeps_the_state_of_the_ot
             endpoints=[simulated(HEALTHY), simulated(REJECTED, status="REJECTED"), simulated(ADDED)]
         )
     )
-    now = [1000.0]
+    clock = FakeClock(1000.0)
     source = SettingsFile(
         settings_for(atlas_url, endpoints=[HEALTHY, REJECTED], poll=EVERY_SECOND, server=RELOADABLE)
     )
-    daemon = await start_daemon(source.settings, load=source.load, clock=lambda: now[0])
+    daemon = await start_daemon(source.settings, load=source.load, clock=clock)
     monitor = daemon.monitor
     await asyncio.wait_for(monitor.wait_for_cycles(1), 10)
     kept_before = monitor.state_of(EndpointConfig.model_validate(HEALTHY))
 
-    now[0] = 2000.0
+    clock.now = 2000.0
     source.settings = settings_for(
         atlas_url, endpoints=[HEALTHY, ADDED], poll=EVERY_SECOND, server=RELOADABLE
     )

@@ -26,17 +26,17 @@ from multidict import CIMultiDictProxy
 from pydantic import ValidationError
 
 from monitor import simulator as simulator_module
-from monitor.lifecycle import serve_on_stack
 from monitor.simulator import (
     API_ROOT,
     Fault,
     Scenario,
     ScenarioError,
     Simulator,
-    _NonceRegistry,
     default_scenario,
     load_scenario,
 )
+from monitor.simulator.auth import _NonceRegistry, _TokenRegistry
+from tests.helpers import FakeClock, StartSimulator
 
 PUBLIC_KEY = "sim-public"
 PRIVATE_KEY = "sim-private-9c1e"
@@ -118,17 +118,6 @@ def authorization(
     return f"{scheme} " + ", ".join(f"{k}={v}" for k, v in fields.items() if k not in omit)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class RecordingSleep:
     def __init__(self) -> None:
         self.delays: list[float] = []
@@ -208,12 +197,13 @@ class Harness:
         return await self.call("POST", self.url(None, **kwargs), json=body)
 
 
-StartSimulator = Callable[..., Awaitable[Harness]]
+StartHarness = Callable[..., Awaitable[Harness]]
 
 
 @pytest.fixture
-async def start_simulator() -> AsyncIterator[StartSimulator]:
-    """Serve a simulator on 127.0.0.1, port 0, with a client; all torn down after the test."""
+async def start_harness(start_simulator: StartSimulator) -> AsyncIterator[StartHarness]:
+    """The shared simulator fixture's simulator (a fake clock and a recording sleep) with
+    clients; all torn down after the test."""
     async with contextlib.AsyncExitStack() as stack:
 
         async def start(
@@ -224,7 +214,7 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
             client_secret: str | None = None,
         ) -> Harness:
             clock, sleep = FakeClock(), RecordingSleep()
-            simulator = Simulator(
+            simulator, url = await start_simulator(
                 served or scenario(endpoint()),
                 public_key=PUBLIC_KEY,
                 private_key=PRIVATE_KEY,
@@ -233,7 +223,6 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
                 client_id=client_id,
                 client_secret=client_secret,
             )
-            url = await serve_on_stack(stack, simulator.app, "127.0.0.1", 0)
             wire = WireLog()
             timeout = aiohttp.ClientTimeout(total=5)
             digest = aiohttp.DigestAuthMiddleware(PUBLIC_KEY, client_private_key, preemptive=True)
@@ -246,8 +235,8 @@ async def start_simulator() -> AsyncIterator[StartSimulator]:
         yield start
 
 
-async def test_bound_url_reports_the_real_port(start_simulator: StartSimulator) -> None:
-    harness = await start_simulator()
+async def test_bound_url_reports_the_real_port(start_harness: StartHarness) -> None:
+    harness = await start_harness()
     match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)", harness.base_url)
     assert match is not None
     assert int(match[1]) > 0
@@ -257,9 +246,9 @@ async def test_bound_url_reports_the_real_port(start_simulator: StartSimulator) 
 
 
 async def test_handshake_happens_once_then_one_request_per_call(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
 
     answers = [await harness.get() for _ in range(5)]
 
@@ -278,9 +267,9 @@ async def test_handshake_happens_once_then_one_request_per_call(
 
 
 async def test_wrong_private_key_gets_the_atlas_401_on_every_call(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(client_private_key="not-the-key")
+    harness = await start_harness(client_private_key="not-the-key")
 
     answers = [await harness.get() for _ in range(3)]
 
@@ -296,9 +285,9 @@ async def test_wrong_private_key_gets_the_atlas_401_on_every_call(
 
 
 async def test_stale_nonce_gets_stale_true_and_the_client_recovers(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(scenario(endpoint(), nonce_lifetime_seconds=300))
+    harness = await start_harness(scenario(endpoint(), nonce_lifetime_seconds=300))
     await harness.get()
 
     harness.clock.advance(300)
@@ -327,10 +316,10 @@ async def challenge_nonce(harness: Harness) -> str:
 
 
 async def test_a_hand_made_digest_is_accepted_repeatedly_whatever_its_nc(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     """Proves the helper the rejection cases rely on, and that nc is not enforced."""
-    harness = await start_simulator()
+    harness = await start_harness()
     nonce = await challenge_nonce(harness)
     header = {"Authorization": authorization(nonce=nonce, uri=SIGNED_URI)}
 
@@ -359,9 +348,9 @@ async def test_a_hand_made_digest_is_accepted_repeatedly_whatever_its_nc(
     ],
 )
 async def test_invalid_digests_are_challenged_again(
-    start_simulator: StartSimulator, overrides: dict[str, Any]
+    start_harness: StartHarness, overrides: dict[str, Any]
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     nonce = await challenge_nonce(harness)
     header = {"Authorization": authorization(**{"nonce": nonce, "uri": SIGNED_URI, **overrides})}
 
@@ -402,9 +391,9 @@ def test_nonce_registry_forgets_the_oldest_nonces_past_its_capacity() -> None:
     ],
 )
 async def test_malformed_path_ids_are_path_param_parse_errors(
-    start_simulator: StartSimulator, overrides: dict[str, str], parameter: str
+    start_harness: StartHarness, overrides: dict[str, str], parameter: str
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
 
     answer = await harness.get(**overrides)
 
@@ -419,9 +408,9 @@ async def test_malformed_path_ids_are_path_param_parse_errors(
 
 @pytest.mark.parametrize("interface_endpoint_id", [OTHER_ENDPOINT, "vpce-0123abcd"])
 async def test_unknown_endpoint_is_an_atlas_404(
-    start_simulator: StartSimulator, interface_endpoint_id: str
+    start_harness: StartHarness, interface_endpoint_id: str
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
 
     answer = await harness.get(interface_endpoint_id)
 
@@ -438,9 +427,9 @@ async def test_unknown_endpoint_is_an_atlas_404(
 
 
 async def test_envelope_wraps_the_body_and_keeps_the_http_status(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
 
     found = await harness.get(query="?envelope=true")
     missing = await harness.get(OTHER_ENDPOINT, query="?envelope=true")
@@ -452,8 +441,8 @@ async def test_envelope_wraps_the_body_and_keeps_the_http_status(
     assert missing.json()["content"]["errorCode"] == "RESOURCE_NOT_FOUND"
 
 
-async def test_pretty_indents_and_the_default_is_compact(start_simulator: StartSimulator) -> None:
-    harness = await start_simulator()
+async def test_pretty_indents_and_the_default_is_compact(start_harness: StartHarness) -> None:
+    harness = await start_harness()
 
     pretty = await harness.get(query="?pretty=true")
     compact = await harness.get()
@@ -466,9 +455,9 @@ async def test_pretty_indents_and_the_default_is_compact(start_simulator: StartS
 
 
 async def test_post_creates_an_endpoint_that_progresses_to_available(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(scenario(endpoint(exists=False), step_seconds=10))
+    harness = await start_harness(scenario(endpoint(exists=False), step_seconds=10))
     assert (await harness.get()).status == 404
 
     created = await harness.post({"interfaceEndpointId": ENDPOINT})
@@ -483,8 +472,8 @@ async def test_post_creates_an_endpoint_that_progresses_to_available(
     assert harness.simulator.stats.by_endpoint[("POST", ENDPOINT)] == 1
 
 
-async def test_post_of_an_existing_endpoint_conflicts(start_simulator: StartSimulator) -> None:
-    harness = await start_simulator()
+async def test_post_of_an_existing_endpoint_conflicts(start_harness: StartHarness) -> None:
+    harness = await start_harness()
 
     answer = await harness.post({"interfaceEndpointId": ENDPOINT})
 
@@ -505,9 +494,9 @@ async def test_post_of_an_existing_endpoint_conflicts(start_simulator: StartSimu
     ],
 )
 async def test_post_rejects_bad_bodies(
-    start_simulator: StartSimulator, body: bytes, error_code: str, parameters: list[str]
+    start_harness: StartHarness, body: bytes, error_code: str, parameters: list[str]
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
 
     answer = await harness.call(
         "POST", harness.url(None), data=body, headers={"Content-Type": "application/json"}
@@ -520,9 +509,9 @@ async def test_post_rejects_bad_bodies(
 
 
 async def test_delete_shows_deleting_for_one_step_then_the_endpoint_is_gone(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(scenario(endpoint(status="REJECTED"), step_seconds=10))
+    harness = await start_harness(scenario(endpoint(status="REJECTED"), step_seconds=10))
 
     deleted = await harness.call("DELETE", harness.url())
     during = await harness.get()
@@ -542,9 +531,9 @@ async def test_delete_shows_deleting_for_one_step_then_the_endpoint_is_gone(
 
 
 async def test_status_fault_with_retry_after_is_used_up_then_answers_normally(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     harness.simulator.add_fault(GROUP, LINK, ENDPOINT, Fault(status=503, retry_after=7, times=1))
 
     faulted = await harness.get()
@@ -570,9 +559,9 @@ async def test_status_fault_with_retry_after_is_used_up_then_answers_normally(
     ],
 )
 async def test_status_faults_carry_sensible_error_codes(
-    start_simulator: StartSimulator, fault: Fault, error_code: str
+    start_harness: StartHarness, fault: Fault, error_code: str
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     harness.simulator.add_fault(GROUP, LINK, ENDPOINT, fault)
 
     answer = await harness.get()
@@ -583,7 +572,7 @@ async def test_status_faults_carry_sensible_error_codes(
 
 
 async def test_first_matching_fault_with_uses_left_applies(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     faults = [
         {"methods": ["DELETE"], "status": 409},
@@ -591,7 +580,7 @@ async def test_first_matching_fault_with_uses_left_applies(
         {"status": 500, "times": 2},
         {"status": 502},
     ]
-    harness = await start_simulator(scenario(endpoint(faults=faults)))
+    harness = await start_harness(scenario(endpoint(faults=faults)))
 
     statuses = [(await harness.get()).status for _ in range(5)]
     delete = await harness.call("DELETE", harness.url())
@@ -602,10 +591,10 @@ async def test_first_matching_fault_with_uses_left_applies(
 
 
 async def test_dropped_get_reaches_the_client_as_a_disconnect(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     """aiohttp resends an idempotent request once, so two drops are needed to surface."""
-    harness = await start_simulator()
+    harness = await start_harness()
     harness.simulator.add_fault(GROUP, LINK, ENDPOINT, Fault(drop_connection=True, times=2))
 
     with pytest.raises((aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
@@ -617,9 +606,9 @@ async def test_dropped_get_reaches_the_client_as_a_disconnect(
 
 
 async def test_dropped_post_reaches_the_client_and_adds_nothing(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(scenario(endpoint(exists=False)))
+    harness = await start_harness(scenario(endpoint(exists=False)))
     drop = Fault(methods=["POST"], drop_connection=True, times=1)
     harness.simulator.add_fault(GROUP, LINK, ENDPOINT, drop)
 
@@ -631,10 +620,10 @@ async def test_dropped_post_reaches_the_client_and_adds_nothing(
 
 
 async def test_truncated_body_reaches_the_client_as_a_payload_error(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     """Headers with the whole Content-Length, half the body, then the connection closes."""
-    harness = await start_simulator()
+    harness = await start_harness()
     full = json.dumps(atlas_body("AVAILABLE"), separators=(",", ":")).encode()
     harness.simulator.add_fault(GROUP, LINK, ENDPOINT, Fault(truncate_body=True, times=1))
 
@@ -654,9 +643,9 @@ async def test_truncated_body_reaches_the_client_as_a_payload_error(
 
 
 async def test_truncation_applies_to_a_scripted_answer_too(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     faulted = Fault(status=503, retry_after=2, truncate_body=True, times=1)
     harness.simulator.add_fault(GROUP, LINK, ENDPOINT, faulted)
 
@@ -681,9 +670,9 @@ async def test_truncation_applies_to_a_scripted_answer_too(
     ],
 )
 async def test_raw_body_fault_is_sent_verbatim(
-    start_simulator: StartSimulator, fault: Fault, status: int, content_type: str
+    start_harness: StartHarness, fault: Fault, status: int, content_type: str
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     harness.simulator.add_fault(GROUP, LINK, ENDPOINT, fault)
 
     answer = await harness.get()
@@ -693,9 +682,9 @@ async def test_raw_body_fault_is_sent_verbatim(
 
 
 async def test_latency_fault_waits_with_the_injected_sleep_then_answers(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     slow_get = Fault(methods=["GET"], latency_seconds=0.2, retry_after=3)
     harness.simulator.add_fault(GROUP, LINK, ENDPOINT, slow_get)
 
@@ -709,9 +698,9 @@ async def test_latency_fault_waits_with_the_injected_sleep_then_answers(
 
 
 async def test_post_faults_are_keyed_by_the_id_in_the_body(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     harness.simulator.add_fault(GROUP, LINK, OTHER_ENDPOINT, Fault(status=500, times=1))
 
     first = await harness.post({"interfaceEndpointId": OTHER_ENDPOINT})
@@ -725,7 +714,7 @@ async def test_post_faults_are_keyed_by_the_id_in_the_body(
 
 
 async def test_timeline_steps_change_only_the_fields_they_name(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     timeline = [
         {"after_seconds": 120, "status": "AVAILABLE", "error_message": None},
@@ -733,7 +722,7 @@ async def test_timeline_steps_change_only_the_fields_they_name(
         {"after_seconds": 180, "exists": False},
     ]
     scripted = endpoint(status="PENDING_ACCEPTANCE", error_message="no subnet", timeline=timeline)
-    harness = await start_simulator(scenario(scripted))
+    harness = await start_harness(scenario(scripted))
 
     observed = []
     for seconds in (0, 59, 1, 60, 60):
@@ -750,9 +739,9 @@ async def test_timeline_steps_change_only_the_fields_they_name(
     ]
 
 
-async def test_explicit_changes_override_the_timeline(start_simulator: StartSimulator) -> None:
+async def test_explicit_changes_override_the_timeline(start_harness: StartHarness) -> None:
     timeline = [{"after_seconds": 60, "status": "AVAILABLE"}]
-    harness = await start_simulator(scenario(endpoint(status="PENDING", timeline=timeline)))
+    harness = await start_harness(scenario(endpoint(status="PENDING", timeline=timeline)))
     simulator = harness.simulator
 
     simulator.set_endpoint(GROUP, LINK, ENDPOINT, error_message="subnet missing")
@@ -779,14 +768,14 @@ def test_steering_methods_reject_malformed_ids() -> None:
 
 
 async def test_rate_limit_per_group_with_headers_429_and_continuous_refill(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     served = scenario(
         endpoint(),
         endpoint(group_id=OTHER_GROUP, private_link_id=OTHER_LINK),
         rate_limit_per_minute=2,
     )
-    harness = await start_simulator(served)
+    harness = await start_harness(served)
 
     allowed = [await harness.get() for _ in range(2)]
     limited = await harness.get()
@@ -803,8 +792,8 @@ async def test_rate_limit_per_group_with_headers_429_and_continuous_refill(
     assert (refilled.status, refilled.headers["RateLimit-Remaining"]) == (200, "0")
 
 
-async def test_no_rate_limit_headers_without_a_limit(start_simulator: StartSimulator) -> None:
-    harness = await start_simulator()
+async def test_no_rate_limit_headers_without_a_limit(start_harness: StartHarness) -> None:
+    harness = await start_harness()
 
     answer = await harness.get()
 
@@ -817,9 +806,9 @@ async def test_no_rate_limit_headers_without_a_limit(start_simulator: StartSimul
 
 
 async def test_control_routes_steer_the_simulator_without_being_counted(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     control = f"{harness.base_url}/_simulator/endpoints/{GROUP}/{LINK}/{ENDPOINT}"
 
     set_answer = await harness.call(
@@ -863,9 +852,9 @@ async def test_control_routes_steer_the_simulator_without_being_counted(
     ],
 )
 async def test_control_routes_reject_invalid_input_with_the_field_path(
-    start_simulator: StartSimulator, method: str, path: str, body: object, problem: str
+    start_harness: StartHarness, method: str, path: str, body: object, problem: str
 ) -> None:
-    harness = await start_simulator()
+    harness = await start_harness()
     url = f"{harness.base_url}/_simulator/endpoints/{path}"
 
     answer = await harness.call(method, url, session=harness.raw, json=body)
@@ -1022,9 +1011,9 @@ def test_default_scenario_holds_the_seven_demo_endpoints() -> None:
 
 
 async def test_default_scenario_served_behaves_as_the_demo_needs(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(default_scenario())
+    harness = await start_harness(default_scenario())
 
     batch = [await harness.get("vpce-0f5a7b9c1d3e4f6a8") for _ in range(3)]
     search = await harness.get("vpce-0e4f6a8b0c2d3e5f7")
@@ -1160,9 +1149,9 @@ def v2_status(answer: Answer, cloud_provider: str) -> str:
 
 @pytest.mark.parametrize("cloud_provider", PROVIDERS)
 async def test_v2_get_serves_each_providers_endpoint_document(
-    start_simulator: StartSimulator, cloud_provider: str
+    start_harness: StartHarness, cloud_provider: str
 ) -> None:
-    harness = await start_simulator(
+    harness = await start_harness(
         scenario(
             provider_endpoint("AWS"),
             provider_endpoint("AZURE", status="FAILED", error_message="rejected"),
@@ -1216,7 +1205,7 @@ async def test_v2_get_serves_each_providers_endpoint_document(
 
 
 async def test_v2_lists_services_with_the_ids_of_their_existing_endpoints(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     served = scenario(
         provider_endpoint("AWS"),
@@ -1227,7 +1216,7 @@ async def test_v2_lists_services_with_the_ids_of_their_existing_endpoints(
             service("AZURE", region="EUROPE_WEST", status="FAILED", error_message="no subnet"),
         ],
     )
-    harness = await start_simulator(served)
+    harness = await start_harness(served)
 
     aws = await v2_get(harness, v2_url(harness, "AWS"))
     azure = await v2_get(harness, v2_url(harness, "AZURE"))
@@ -1279,9 +1268,9 @@ async def test_v2_lists_services_with_the_ids_of_their_existing_endpoints(
 
 @pytest.mark.parametrize("cloud_provider", PROVIDERS)
 async def test_v2_post_creates_an_endpoint_that_progresses_then_conflicts(
-    start_simulator: StartSimulator, cloud_provider: str
+    start_harness: StartHarness, cloud_provider: str
 ) -> None:
-    harness = await start_simulator(every_provider(step_seconds=10))
+    harness = await start_harness(every_provider(step_seconds=10))
     collection = v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider], collection=True)
     new_id = NEW_OF[cloud_provider]
 
@@ -1323,9 +1312,9 @@ async def test_v2_post_creates_an_endpoint_that_progresses_then_conflicts(
 
 @pytest.mark.parametrize("cloud_provider", PROVIDERS)
 async def test_v2_delete_shows_deleting_for_one_step_then_the_endpoint_is_gone(
-    start_simulator: StartSimulator, cloud_provider: str
+    start_harness: StartHarness, cloud_provider: str
 ) -> None:
-    harness = await start_simulator(every_provider(step_seconds=10))
+    harness = await start_harness(every_provider(step_seconds=10))
     url = endpoint_url(harness, cloud_provider)
 
     deleted = await harness.call("DELETE", url, headers=V2_ACCEPT)
@@ -1348,8 +1337,8 @@ async def test_v2_delete_shows_deleting_for_one_step_then_the_endpoint_is_gone(
     assert EXISTING_OF[cloud_provider] not in json.dumps(service_after.json())
 
 
-async def test_v2_post_to_an_unknown_service_is_a_404(start_simulator: StartSimulator) -> None:
-    harness = await start_simulator(every_provider())
+async def test_v2_post_to_an_unknown_service_is_a_404(start_harness: StartHarness) -> None:
+    harness = await start_harness(every_provider())
     collection = v2_url(harness, "AZURE", OTHER_LINK, collection=True)
 
     answer = await v2_post(harness, collection, POST_BODY_OF["AZURE"])
@@ -1408,13 +1397,13 @@ async def test_v2_post_to_an_unknown_service_is_a_404(start_simulator: StartSimu
     ],
 )
 async def test_v2_post_rejects_bad_bodies_per_provider(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
     cloud_provider: str,
     body: object,
     error_code: str,
     parameter: str | None,
 ) -> None:
-    harness = await start_simulator(every_provider())
+    harness = await start_harness(every_provider())
     collection = v2_url(harness, cloud_provider, SERVICE_OF[cloud_provider], collection=True)
 
     answer = await v2_post(harness, collection, body)
@@ -1447,9 +1436,9 @@ async def test_v2_post_rejects_bad_bodies_per_provider(
     ],
 )
 async def test_v2_accept_header_picks_the_version(
-    start_simulator: StartSimulator, accept: str | None, status: int, content_type: str
+    start_harness: StartHarness, accept: str | None, status: int, content_type: str
 ) -> None:
-    harness = await start_simulator(every_provider())
+    harness = await start_harness(every_provider())
     headers = {} if accept is None else {"Accept": accept}
     # Without an Accept of ours, aiohttp would send its own "*/*".
     skip_auto_headers = ("Accept",) if accept is None else ()
@@ -1469,8 +1458,8 @@ async def test_v2_accept_header_picks_the_version(
         assert "2023-01-01" in body["detail"]
 
 
-async def test_v1_ignores_the_v2_accept_header(start_simulator: StartSimulator) -> None:
-    harness = await start_simulator()
+async def test_v1_ignores_the_v2_accept_header(start_harness: StartHarness) -> None:
+    harness = await start_harness()
 
     answer = await harness.call(
         "GET", harness.url(), headers={"Accept": "application/vnd.atlas.2099-01-01+json"}
@@ -1500,9 +1489,9 @@ async def test_v1_ignores_the_v2_accept_header(start_simulator: StartSimulator) 
     ],
 )
 async def test_v2_bad_providers_and_malformed_ids_are_400s(
-    start_simulator: StartSimulator, path: str, error_code: str, parameters: list[str]
+    start_harness: StartHarness, path: str, error_code: str, parameters: list[str]
 ) -> None:
-    harness = await start_simulator(every_provider())
+    harness = await start_harness(every_provider())
     url = f"{harness.base_url}{V2_ROOT}/groups/{GROUP}/privateEndpoint/{path}"
 
     answer = await harness.call("GET", url, headers=V2_ACCEPT)
@@ -1513,9 +1502,9 @@ async def test_v2_bad_providers_and_malformed_ids_are_400s(
 
 
 async def test_url_encoded_azure_ids_reach_their_endpoint_through_a_real_client(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(every_provider())
+    harness = await start_harness(every_provider())
     encoded = endpoint_url(harness, "AZURE")
     other_case = endpoint_url(
         harness, "AZURE", AZURE_ID.upper().replace("/SUBSCRIPTIONS/", "/subscriptions/")
@@ -1550,7 +1539,7 @@ async def test_url_encoded_azure_ids_reach_their_endpoint_through_a_real_client(
 
 
 async def test_faults_timelines_and_stats_are_shared_by_v1_and_v2(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     served = scenario(
         endpoint(faults=[{"methods": ["GET"], "status": 503, "times": 1, "retry_after": 7}]),
@@ -1559,7 +1548,7 @@ async def test_faults_timelines_and_stats_are_shared_by_v1_and_v2(
             timeline=[{"after_seconds": 60, "status": "FAILED", "error_message": "gone"}],
         ),
     )
-    harness = await start_simulator(served)
+    harness = await start_harness(served)
     harness.simulator.add_fault(GROUP, AZURE_SERVICE, AZURE_ID, Fault(status=500, times=1))
 
     v2_faulted = await v2_get(harness, endpoint_url(harness, "AWS"))
@@ -1594,8 +1583,8 @@ async def test_faults_timelines_and_stats_are_shared_by_v1_and_v2(
     )
 
 
-async def test_v1_serves_aws_endpoints_only(start_simulator: StartSimulator) -> None:
-    harness = await start_simulator(every_provider())
+async def test_v1_serves_aws_endpoints_only(start_harness: StartHarness) -> None:
+    harness = await start_harness(every_provider())
 
     gcp_on_v1 = await harness.get(GCP_NAME, private_link_id=GCP_SERVICE)
     posted_on_v1 = await harness.post({"interfaceEndpointId": NEW_AWS})
@@ -1611,9 +1600,9 @@ async def test_v1_serves_aws_endpoints_only(start_simulator: StartSimulator) -> 
 
 
 async def test_rate_limit_headers_and_429_on_v2_share_the_groups_bucket(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(every_provider(rate_limit_per_minute=3))
+    harness = await start_harness(every_provider(rate_limit_per_minute=3))
 
     services = await v2_get(harness, v2_url(harness, "GCP"))
     azure = await v2_get(harness, endpoint_url(harness, "AZURE"))
@@ -1665,9 +1654,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def test_a_token_from_the_client_credentials_grant_works_on_v1_and_v2(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(
+    harness = await start_harness(
         every_provider(), client_id=CLIENT_ID, client_secret=CLIENT_SECRET
     )
 
@@ -1692,11 +1681,11 @@ async def test_a_token_from_the_client_credentials_grant_works_on_v1_and_v2(
 
 
 async def test_token_requests_decode_form_encoded_credentials(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
     """A ':' in the id and ``+ / %`` in the secret survive, as RFC 6749 2.3.1 has it."""
     client_id, client_secret = "mdb_sa:id 1", "s+cr/t%2F:x"
-    harness = await start_simulator(client_id=client_id, client_secret=client_secret)
+    harness = await start_harness(client_id=client_id, client_secret=client_secret)
 
     encoded = await request_token(harness, client_id=client_id, client_secret=client_secret)
     plain = await harness.call(
@@ -1730,13 +1719,13 @@ async def test_token_requests_decode_form_encoded_credentials(
     ],
 )
 async def test_token_requests_are_refused_as_oauth_servers_do(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
     configured: tuple[str | None, str | None],
     sent: dict[str, Any],
     status: int,
     error: str,
 ) -> None:
-    harness = await start_simulator(client_id=configured[0], client_secret=configured[1])
+    harness = await start_harness(client_id=configured[0], client_secret=configured[1])
     kwargs = dict(sent)
     if "json" in kwargs:
         kwargs["data"] = None
@@ -1752,9 +1741,9 @@ async def test_token_requests_are_refused_as_oauth_servers_do(
 
 
 async def test_tokens_expire_by_the_injected_clock_without_a_digest_challenge(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(
+    harness = await start_harness(
         every_provider(token_lifetime_seconds=60), client_id=CLIENT_ID, client_secret=CLIENT_SECRET
     )
     granted = await request_token(harness)
@@ -1783,7 +1772,7 @@ async def test_tokens_expire_by_the_injected_clock_without_a_digest_challenge(
 
 
 def test_token_registry_forgets_the_oldest_tokens_past_its_capacity() -> None:
-    registry = simulator_module._TokenRegistry(capacity=3)
+    registry = _TokenRegistry(capacity=3)
 
     tokens = [registry.issue(now=0, lifetime=10) for _ in range(5)]
 
@@ -1874,9 +1863,9 @@ def test_service_timelines_and_set_service() -> None:
 
 
 async def test_control_routes_steer_azure_gcp_endpoints_and_services(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(every_provider())
+    harness = await start_harness(every_provider())
     control = f"{harness.base_url}/_simulator"
     azure = yarl.URL(
         f"{control}/endpoints/{GROUP}/{AZURE_SERVICE}/{quote(AZURE_ID, safe='')}", encoded=True
@@ -1933,7 +1922,8 @@ async def test_control_routes_steer_azure_gcp_endpoints_and_services(
     assert azure_after.status == 404
     assert [answer.status for answer in refused] == [400, 400, 400]
     assert "cloud_provider" in refused[0].json()["detail"]
-    assert "interface_endpoint_id: must be an Azure resource id" in refused[1].json()["detail"]
+    azure_problem = "interface_endpoint_id: must be an Azure private endpoint resource id"
+    assert azure_problem in refused[1].json()["detail"]
     assert "region: Extra inputs" in refused[2].json()["detail"]
 
 
@@ -1982,7 +1972,7 @@ endpoints:
         "endpoints.1.interface_endpoint_id",
         "endpoints.2.cloud_provider",
     ]
-    assert "must be an Azure resource id" in problems[5]
+    assert "must be an Azure private endpoint resource id" in problems[5]
     assert "must be a GCP endpoint group name" in problems[6]
     assert "'AWS', 'AZURE' or 'GCP'" in problems[7]
 
@@ -2070,9 +2060,9 @@ def test_default_scenario_holds_the_azure_and_gcp_demo_endpoints_and_services() 
 
 
 async def test_default_scenario_serves_all_three_providers_on_v2(
-    start_simulator: StartSimulator,
+    start_harness: StartHarness,
 ) -> None:
-    harness = await start_simulator(default_scenario())
+    harness = await start_harness(default_scenario())
 
     aws = await v2_get(harness, v2_url(harness, "AWS", LINK))
     azure_eu = await v2_get(harness, v2_url(harness, "AZURE", group_id=OTHER_GROUP))

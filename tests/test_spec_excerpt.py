@@ -21,24 +21,20 @@ import pytest
 import yaml
 from yarl import URL
 
-from monitor.atlas import (
-    API_ROOT_V2,
+from monitor.atlas import API_ROOT_V2, ApiVersion, EndpointRef, service_path, services_path
+from monitor.atlas.oauth import TOKEN_PATH, token_url
+from monitor.providers import (
     AZURE_PRIVATE_ENDPOINT_ID,
     ENDPOINT_STATUSES,
     INTERFACE_ENDPOINT_ID,
     OBJECT_ID,
     SERVICE_STATUSES,
-    ApiVersion,
     CloudProvider,
     ConnectionStatus,
-    EndpointRef,
     ServiceStatus,
-    service_path,
-    services_path,
 )
-from monitor.oauth import TOKEN_PATH, token_url
 from monitor.simulator import Scenario, ScenarioEndpoint
-from tests.conftest import GROUP_ID, PRIVATE_KEY, PUBLIC_KEY, StartSimulator
+from tests.helpers import GROUP_ID, PRIVATE_KEY, PUBLIC_KEY, StartSimulator
 
 EXCERPT_PATH = Path(__file__).parent / "data" / "atlas-spec-excerpt.yaml"
 SERVICES_ROUTE = "/api/atlas/v2/groups/{groupId}/privateEndpoint/{cloudProvider}/endpointService"

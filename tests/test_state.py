@@ -8,20 +8,13 @@ from typing import Any
 
 import pytest
 
-from monitor.alerts import AlertName as Alert
-from monitor.atlas import (
-    ENDPOINT_STATUSES,
-    CloudProvider,
-    EndpointService,
-    InterfaceEndpoint,
-    ServiceStatus,
-)
-from monitor.atlas import ConnectionStatus as Status
+from monitor.atlas import EndpointService, InterfaceEndpoint
 from monitor.config import AlertSettings, MonitorConfig
-from monitor.state import (
+from monitor.polling.alerts import AlertEvent
+from monitor.polling.alerts import AlertName as Alert
+from monitor.polling.state import (
     AddAction,
     AddPolicy,
-    AlertEvent,
     EndpointState,
     Observation,
     ServiceObservation,
@@ -32,7 +25,9 @@ from monitor.state import (
     forget_service,
     next_add_action,
 )
-from tests.conftest import ENDPOINT_ID, config_document, endpoint_entry
+from monitor.providers import ENDPOINT_STATUSES, CloudProvider, ServiceStatus
+from monitor.providers import ConnectionStatus as Status
+from tests.helpers import ENDPOINT_ID, config_document, endpoint_entry
 
 UNKNOWN_RAW_STATUS = "SOMETHING_NEW"
 PROVISIONING_STATUSES = (Status.NONE, Status.PENDING_ACCEPTANCE, Status.PENDING)

@@ -24,24 +24,23 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from monitor.alerts import AlertName
-from monitor.atlas import (
-    CloudProvider,
-    ConnectionStatus,
-    EndpointRef,
-    InterfaceEndpoint,
-    ServiceStatus,
-)
+from monitor.atlas import EndpointRef, InterfaceEndpoint, ServiceKey
 from monitor.config import EndpointConfig
+from monitor.polling.alerts import AlertName
+from monitor.polling.state import EndpointState, ServiceState
+from monitor.polling.statestore import SCHEMA_VERSION, Batch, StateStore, StateStoreLocked
+from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 from monitor.simulator import Fault, Scenario, ScenarioService
-from monitor.state import EndpointState, ServiceKey, ServiceState
-from monitor.statestore import SCHEMA_VERSION, Batch, StateStore, StateStoreLocked
-from tests.conftest import (
+from tests.helpers import (
+    AWS_SERVICE,
     GROUP_ID,
     WARNINGS_ENV,
+    FakeClock,
     Process,
     StartSimulator,
     alerts_in,
+    assert_clean_shutdown,
+    at_atlas,
     config_document,
     endpoint_entry,
     endpoint_id,
@@ -54,9 +53,8 @@ from tests.conftest import (
     simulated,
     subprocess_env,
     unused_port,
+    v2_settings,
 )
-from tests.test_lifecycle import assert_clean_shutdown
-from tests.test_v2 import AWS_SERVICE, at_atlas, v2_settings
 
 REJECTED = endpoint_entry(interface_endpoint_id=endpoint_id(1), name="rejected")
 FIXED = endpoint_entry(interface_endpoint_id=endpoint_id(2), name="fixed-while-down")
@@ -208,15 +206,15 @@ def test_a_second_open_of_a_locked_file_waits_then_refuses_naming_the_path(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "state.db"
-    now = [0.0]
+    clock = FakeClock(0.0)
     waits: list[float] = []
 
     def sleep(seconds: float) -> None:
         waits.append(seconds)
-        now[0] += seconds
+        clock.now += seconds
 
     with opened(path), pytest.raises(StateStoreLocked) as refused:
-        StateStore.open(path, lock_wait_seconds=1.0, clock=lambda: now[0], sleep=sleep)
+        StateStore.open(path, lock_wait_seconds=1.0, clock=clock, sleep=sleep)
     assert str(path) in str(refused.value)
     assert "in use by another atlas-endpoint-monitor process" in str(refused.value)
     assert sum(waits) == pytest.approx(1.0)
@@ -298,9 +296,9 @@ async def test_a_restart_continues_the_alerts_and_status_since(
         )
     )
     settings = settings_for(url, endpoints=[REJECTED, FIXED, HEALTHY])
-    now = [1000.0]
+    clock = FakeClock(1000.0)
     with capture_logs() as before, opened(path) as store:
-        async with monitoring(settings, clock=lambda: now[0], store=store) as (monitor, client):
+        async with monitoring(settings, clock=clock, store=store) as (monitor, client):
             await monitor.run_cycle(client)
     assert alerts_in(before) == [
         ("rejected", "rejected", "firing"),
@@ -308,9 +306,9 @@ async def test_a_restart_continues_the_alerts_and_status_since(
     ]
 
     simulator.set_endpoint(**ids_of(FIXED), status="AVAILABLE")  # while nobody watches
-    now[0] = 2000.0
+    clock.now = 2000.0
     with capture_logs() as after, opened(path) as store:
-        async with monitoring(settings, clock=lambda: now[0], store=store) as (monitor, client):
+        async with monitoring(settings, clock=clock, store=store) as (monitor, client):
             await monitor.run_cycle(client)
             await monitor.run_cycle(client)
             states = {

@@ -19,29 +19,27 @@ from pydantic import SecretStr
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-from monitor.atlas import (
-    ENDPOINT_STATUSES,
-    SERVICE_STATUSES,
-    V2_MEDIA_TYPE,
-    CloudProvider,
-    ServiceAccount,
-)
+from monitor.atlas import V2_MEDIA_TYPE, ServiceAccount
 from monitor.config import Credentials, Settings
+from monitor.providers import ENDPOINT_STATUSES, SERVICE_STATUSES, CloudProvider
 from monitor.simulator import Scenario, ScenarioEndpoint, ScenarioService
-from tests.conftest import (
+from tests.helpers import (
+    AWS_SERVICE,
     GROUP_ID,
     PRIVATE_KEY,
     PUBLIC_KEY,
+    FakeClock,
     RunningDaemon,
     StartDaemon,
     StartSimulator,
+    at_atlas,
     endpoint_id,
     events_in,
     settings_for,
+    v2_settings,
 )
 
 OTHER_GROUP_ID = "6f0a1b2c3d4e5f6a7b8c9d0e"
-AWS_SERVICE = "65a1b2c3d4e5f60718293a51"
 AZURE_SERVICE = "65a1b2c3d4e5f60718293a52"
 GCP_SERVICE = "65a1b2c3d4e5f60718293a53"
 AZURE_PREFIX = (
@@ -65,19 +63,6 @@ ALERT_FIELDS = {
 }
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class FakeClock:
-    """A clock that moves only when a test says so."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,32 +172,12 @@ def entry(provider: CloudProvider, service_id: str, endpoint: str, **extra: Any)
     }
 
 
-def at_atlas(
-    provider: CloudProvider, service_id: str, endpoint: str, **state: Any
-) -> ScenarioEndpoint:
-    return ScenarioEndpoint(
-        group_id=GROUP_ID,
-        private_link_id=service_id,
-        cloud_provider=provider.value,
-        interface_endpoint_id=endpoint,
-        **state,
-    )
-
-
 def endpoint_labels(service_id: str, endpoint: str) -> dict[str, str]:
     return {"group_id": GROUP_ID, "private_link_id": service_id, "interface_endpoint_id": endpoint}
 
 
 def service_labels(provider: CloudProvider, service_id: str) -> dict[str, str]:
     return {"group_id": GROUP_ID, "private_link_id": service_id, "cloud_provider": provider.value}
-
-
-def v2_settings(atlas_url: str, **sections: Any) -> Settings:
-    """settings_for with atlas.api_version v2, no retries, and fast cycles."""
-    atlas = {"api_version": "v2", "timeout_seconds": 5, "max_retries": 0}
-    atlas.update(sections.pop("atlas", {}))
-    poll = {"interval_seconds": 0.2, **sections.pop("poll", {})}
-    return settings_for(atlas_url, atlas=atlas, poll=poll, **sections)
 
 
 def alert_lines(logs: Iterable[Mapping[str, Any]], *alerts: str) -> list[Mapping[str, Any]]:
@@ -265,7 +230,7 @@ async def test_each_provider_has_its_own_state_set_alerts_and_service_gauges(
             ],
         )
     )
-    clock = FakeClock()
+    clock = FakeClock(1_700_000_000.0)
     names = ("orders", "payments", "search", "billing", "odd")
     settings = v2_settings(
         atlas_url,

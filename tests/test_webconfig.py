@@ -32,7 +32,7 @@ from monitor.cli import main
 from monitor.config import ConfigError, load_settings
 from monitor.simulator import Scenario
 from monitor.webconfig import MIN_BCRYPT_COST, BasicAuth
-from tests.conftest import (
+from tests.helpers import (
     CREDENTIALS_ENV,
     Process,
     StartDaemon,
@@ -40,13 +40,13 @@ from tests.conftest import (
     config_document,
     deployment_tool,
     endpoint_entry,
+    healthcheck,
+    query,
     running_prometheus,
     simulated,
     subprocess_env,
     unused_port,
 )
-from tests.test_deploy import healthcheck
-from tests.test_prometheus_integration import query
 
 USER = "prometheus"
 PASSWORD = "scrape-secret-7c1f"

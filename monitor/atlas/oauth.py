@@ -16,9 +16,7 @@ other 4xx ``AtlasRequestError``, an unusable answer ``AtlasBadResponseError``, n
 ``AtlasUnreachableError``. Neither the secret nor a token is ever put in a message, a log
 line or a repr.
 
-Import layout: this module imports the error types from ``monitor.atlas`` at its top, and
-``monitor.atlas`` imports this module only inside the function that builds the middleware,
-so neither import of either module runs into the other half-initialised.
+It builds on ``errors`` and ``http`` only, and ``client`` imports it: no import cycle.
 """
 
 from __future__ import annotations
@@ -41,8 +39,7 @@ from multidict import CIMultiDictProxy
 from pydantic import SecretStr
 from yarl import URL
 
-from monitor.atlas import (
-    JSON_PARSE_ERRORS,
+from monitor.atlas.errors import (
     AtlasApiError,
     AtlasAuthError,
     AtlasBadResponseError,
@@ -50,10 +47,8 @@ from monitor.atlas import (
     AtlasRateLimitedError,
     AtlasRequestError,
     AtlasServerError,
-    AtlasUnreachableError,
-    parse_retry_after,
-    read_capped,
 )
+from monitor.atlas.http import JSON_PARSE_ERRORS, no_answer_error, parse_retry_after, read_capped
 from monitor.logs import mask_token
 
 TOKEN_PATH: Final = "/api/oauth/token"  # noqa: S105 (a URL path, not a password)
@@ -207,22 +202,14 @@ class ServiceAccountLogin:
                 return response.status, response.headers, body
         except AtlasError:
             raise
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
-            cause = getattr(error, "os_error", None)
-            reason = (cause.strerror if cause else None) or str(cause or "timed out")
-            message, request_sent = f"cannot connect: {reason}", False
-        except TimeoutError:
-            limit = self._timeout.total
-            within = f" within {limit:g} s" if limit is not None else ""
-            message, request_sent = f"no answer{within}", True
         except (aiohttp.ClientError, OSError) as error:
-            message, request_sent = f"connection failed: {type(error).__name__}: {error}", True
-        raise AtlasUnreachableError(
-            f"service account login: {self._scrub(message)}",
-            method=LOGIN_METHOD,
-            path=TOKEN_PATH,
-            request_sent=request_sent,
-        )
+            raise no_answer_error(
+                error,
+                method=LOGIN_METHOD,
+                path=TOKEN_PATH,
+                timeout_seconds=self._timeout.total,
+                context=lambda message: f"service account login: {self._scrub(message)}",
+            ) from None
 
     def _basic_auth(self) -> str:
         """RFC 6749 section 2.3.1: id and secret are each form-encoded (so a ':' in either

@@ -11,28 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Generic, TypeVar
 
-from monitor.alerts import ENDPOINT_ALERTS, SERVICE_ALERTS, AlertName
-from monitor.atlas import (
-    CloudProvider,
+from monitor.atlas import EndpointService, InterfaceEndpoint
+from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
+from monitor.polling.alerts import ENDPOINT_ALERTS, SERVICE_ALERTS, AlertEvent, AlertName
+from monitor.providers import (
+    PROVISIONING_STATUSES,
     ConnectionStatus,
-    EndpointService,
-    InterfaceEndpoint,
     ServiceStatus,
 )
-from monitor.config import AlertSettings, EndpointConfig, MonitorConfig
-
-PROVISIONING_STATUSES = frozenset(
-    {
-        ConnectionStatus.NONE,
-        ConnectionStatus.PENDING_ACCEPTANCE,
-        ConnectionStatus.PENDING,
-        ConnectionStatus.INITIATING,
-        ConnectionStatus.VERIFIED,
-    }
-)
-"""Statuses an endpoint passes through on its way to AVAILABLE (AWS: NONE, PENDING_ACCEPTANCE,
-PENDING; Azure and GCP: INITIATING, and GCP's VERIFIED); staying among them is "stuck"."""
 
 ANSWER_CONDITIONS = frozenset(
     {
@@ -58,7 +46,7 @@ class Observation:
     failure: str | None = None
     local_failure: bool = False
     """The poll failed on this host (out of descriptors...), not at Atlas: it must not bring
-    the ``unreachable`` alert closer (see monitor.atlas.LocalResourceError)."""
+    the ``unreachable`` alert closer (see monitor.atlas.errors.LocalResourceError)."""
 
     @classmethod
     def answered(cls, answer: InterfaceEndpoint) -> Observation:
@@ -105,26 +93,20 @@ class EndpointState:
     dry_run_reported: bool = False
 
 
-@dataclass(frozen=True)
-class AlertEvent:
-    """One alert line to emit; the endpoint's ids and name are added by whoever logs it."""
-
-    alert: AlertName
-    firing: bool
-    connection_status: ConnectionStatus | ServiceStatus | None
-    previous_status: ConnectionStatus | ServiceStatus | None
-    error_message: str | None
+_State = TypeVar("_State")
 
 
 @dataclass(frozen=True)
-class Transition:
-    state: EndpointState
+class Transition(Generic[_State]):
+    """An endpoint's or an endpoint service's next state and the alert lines it calls for."""
+
+    state: _State
     events: list[AlertEvent]
 
 
 def advance(
     previous: EndpointState, observation: Observation, now: float, rules: AlertSettings
-) -> Transition:
+) -> Transition[EndpointState]:
     """The state after ``observation`` and the alert lines it calls for.
 
     An alert fires when its condition starts (the very first observation included), then
@@ -347,15 +329,6 @@ def _failed(answer: InterfaceEndpoint) -> bool:
     )
 
 
-@dataclass(frozen=True, order=True)
-class ServiceKey:
-    """One endpoint service: Atlas' side of the private link that endpoints connect to."""
-
-    group_id: str
-    cloud_provider: CloudProvider
-    service_id: str
-
-
 @dataclass(frozen=True)
 class ServiceObservation:
     answer: EndpointService | None = None
@@ -375,15 +348,9 @@ class ServiceState:
     firing: Mapping[AlertName, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class ServiceTransition:
-    state: ServiceState
-    events: list[AlertEvent]
-
-
 def advance_service(
     previous: ServiceState, observation: ServiceObservation, now: float, rules: AlertSettings
-) -> ServiceTransition:
+) -> Transition[ServiceState]:
     """An endpoint service's next state and alert lines, by the same fire-once rules as an
     endpoint's. A failed poll keeps what was known, and what was firing."""
     answer = observation.answer
@@ -412,7 +379,7 @@ def advance_service(
             conditions.add(AlertName.SERVICE_ERROR_MESSAGE)
     firing, changes = _alert_changes(SERVICE_ALERTS, previous.firing, conditions, now, rules)
     events = [_service_event(alert, fires, previous, state) for alert, fires in changes]
-    return ServiceTransition(replace(state, firing=firing), events)
+    return Transition(replace(state, firing=firing), events)
 
 
 def forget_service(state: ServiceState) -> list[AlertEvent]:

@@ -1,19 +1,17 @@
-"""Alert names and the alert log line itself; when alerts fire is decided in ``monitor.state``."""
+"""Alert names and the alert log line itself; when alerts fire is decided in ``state``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 import structlog
 
-from monitor.atlas import CloudProvider, ConnectionStatus, ServiceStatus
-
-if TYPE_CHECKING:
-    from monitor.config import EndpointConfig
-    from monitor.state import AlertEvent, ServiceKey
+from monitor.atlas import ServiceKey
+from monitor.config import EndpointConfig
+from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 
 ALERT_EVENT = "alert"
 
@@ -46,6 +44,17 @@ ENDPOINT_ALERTS = (
 )
 SERVICE_ALERTS = (AlertName.SERVICE_FAILED, AlertName.SERVICE_ERROR_MESSAGE)
 """Alerts about an endpoint service (v2), which every endpoint behind it depends on."""
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One alert line to emit; the endpoint's ids and name are added by whoever logs it."""
+
+    alert: AlertName
+    firing: bool
+    connection_status: ConnectionStatus | ServiceStatus | None
+    previous_status: ConnectionStatus | ServiceStatus | None
+    error_message: str | None
 
 
 def emit_alert(endpoint: EndpointConfig, event: AlertEvent) -> None:

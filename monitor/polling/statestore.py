@@ -9,7 +9,7 @@ moment leaves the file as of the last commit, never half of one.
 Only this module touches the file. It is opened once per process, under an exclusive lock
 (``<path>.lock``) so two monitors can never write the same file, and written from one worker
 thread, so a commit never blocks the event loop. What goes in and out are the pure state
-objects of ``monitor.state``; the rules stay there.
+objects of ``monitor.polling.state``; the rules stay there.
 
 A file that cannot be used (unreadable, corrupt, read-only, written by a newer schema) is
 never a crash and never silently replaced: ``state_store_unavailable`` is logged with the
@@ -37,10 +37,11 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from monitor.alerts import AlertName
-from monitor.atlas import CloudProvider, ConnectionStatus, EndpointRef, ServiceStatus
+from monitor.atlas import EndpointRef, ServiceKey
 from monitor.config import EndpointConfig
-from monitor.state import EndpointState, ServiceKey, ServiceState
+from monitor.polling.alerts import AlertName
+from monitor.polling.state import EndpointState, ServiceState
+from monitor.providers import CloudProvider, ConnectionStatus, ServiceStatus
 
 log = structlog.get_logger(__name__)
 

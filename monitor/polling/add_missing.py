@@ -1,7 +1,7 @@
 """Add-on-missing: carrying out what ``state.next_add_action`` decided, against Atlas.
 
 The decision (add, report a dry run, delete for a recreate, or nothing) is pure and lives in
-``monitor.state``; this module makes the call, logs each step, counts the outcome, and
+``monitor.polling.state``; this module makes the call, logs each step, counts the outcome, and
 returns the bookkeeping and the observation the state machine should see next.
 """
 
@@ -15,8 +15,8 @@ import structlog
 
 from monitor.atlas import AtlasApiError, AtlasClient, AtlasError
 from monitor.config import EndpointConfig, endpoint_identity
-from monitor.metrics import MonitorMetrics
-from monitor.state import AddAction, AddPolicy, EndpointState, Observation, next_add_action
+from monitor.exposition import MonitorMetrics
+from monitor.polling.state import AddAction, AddPolicy, EndpointState, Observation, next_add_action
 
 log = structlog.get_logger(__name__)
 

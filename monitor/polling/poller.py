@@ -4,6 +4,7 @@ rest, and the scheduler that repeats it every ``poll.interval_seconds``."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -17,20 +18,16 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import ValidationError
 
-from monitor.add_missing import add_if_missing
-from monitor.alerts import emit_alert, emit_service_alert
 from monitor.atlas import (
     ApiVersion,
     AtlasClient,
     AtlasError,
     AtlasNotFoundError,
-    CloudProvider,
-    ConnectionStatus,
     EndpointRef,
     InterfaceEndpoint,
     LocalResourceError,
     RequestObserver,
-    ServiceStatus,
+    ServiceKey,
     describe_failure,
 )
 from monitor.config import (
@@ -40,12 +37,13 @@ from monitor.config import (
     Settings,
     endpoint_identity,
 )
-from monitor.metrics import MonitorMetrics, ServiceSnapshot, Snapshot
-from monitor.state import (
+from monitor.exposition import MonitorMetrics, ServiceSnapshot, Snapshot
+from monitor.polling.add_missing import add_if_missing
+from monitor.polling.alerts import AlertEvent, emit_alert, emit_service_alert
+from monitor.polling.state import (
     AddPolicy,
     EndpointState,
     Observation,
-    ServiceKey,
     ServiceObservation,
     ServiceState,
     advance,
@@ -53,7 +51,8 @@ from monitor.state import (
     forget,
     forget_service,
 )
-from monitor.statestore import PendingWrites, SavedState, StateStore
+from monitor.polling.statestore import PendingWrites, SavedState, StateStore
+from monitor.providers import PROVIDERS, CloudProvider, ConnectionStatus, ServiceStatus
 
 log = structlog.get_logger(__name__)
 
@@ -239,8 +238,7 @@ def _discovered_endpoint(
             private_link_id=service_id,
             cloud_provider=provider,
             interface_endpoint_id=endpoint_id,
-            # An Azure id is a resource path; its last segment is the name people know.
-            name=endpoint_id.rsplit("/", 1)[-1] if provider is CloudProvider.AZURE else None,
+            name=PROVIDERS[provider].display_name(endpoint_id),
             labels=entry.labels,
         )
     except ValidationError as error:
@@ -524,14 +522,11 @@ class Monitor:
             self._services[key] = transition.state
             self._unsaved.service_changed(key)
             _log_service_change(key, previous, transition.state)
-            for event in transition.events:
-                emit_service_alert(key, event)
-                if event.firing:
-                    self.metrics.alerts.labels(event.alert.value).inc()
-            if transition.events or _status_changed(
-                previous.raw_status, transition.state.raw_status
-            ):
-                await self.save()
+            await self._announce(
+                transition.events,
+                functools.partial(emit_service_alert, key),
+                _status_changed(previous.raw_status, transition.state.raw_status),
+            )
         except Exception:
             log.exception("endpoint_service_check_failed", **_service_identity(key))
 
@@ -565,17 +560,26 @@ class Monitor:
             self._unsaved.endpoint_changed(endpoint.ref)
             self.metrics.endpoint_changed(endpoint.ref)
             _log_endpoint_change(endpoint, previous, transition.state)
-            for event in transition.events:
-                emit_alert(endpoint, event)
-                if event.firing:
-                    self.metrics.alerts.labels(event.alert.value).inc()
-            if transition.events or _status_changed(
-                previous.raw_status, transition.state.raw_status
-            ):
-                await self.save()
+            await self._announce(
+                transition.events,
+                functools.partial(emit_alert, endpoint),
+                _status_changed(previous.raw_status, transition.state.raw_status),
+            )
         except Exception:
             # A bug must cost one endpoint one cycle, never the others or the daemon.
             log.exception("endpoint_check_failed", **endpoint_identity(endpoint))
+
+    async def _announce(
+        self, events: list[AlertEvent], emit: Callable[[AlertEvent], None], status_changed: bool
+    ) -> None:
+        """Write the alert lines of an endpoint's or a service's transition, count the firing
+        ones, and save at once when they (or a new status) must survive a crash."""
+        for event in events:
+            emit(event)
+            if event.firing:
+                self.metrics.alerts.labels(event.alert.value).inc()
+        if events or status_changed:
+            await self.save()
 
     async def save(self) -> None:
         """Write every state changed since the last save, in one transaction, off the loop.
