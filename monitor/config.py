@@ -556,15 +556,7 @@ def _check_regular(status: os.stat_result, max_bytes: int) -> None:
         raise ValueError(f"larger than {max_bytes // 1024} KiB ({status.st_size} bytes)")
 
 
-try:
-    # libyaml's parser: 10,000 endpoints load in about 1.5 s instead of 10 s in pure Python,
-    # which is start-up time and, on every reload, time a thread holds the GIL from the loop.
-    from yaml import CSafeLoader as _SafeLoader
-except ImportError:  # a PyYAML built without libyaml
-    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
-
-
-class _UniqueKeyLoader(_SafeLoader):
+class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML requires the keys of a mapping to be unique, but PyYAML lets the last one win
     silently: a second ``endpoints:`` block would leave the first list unmonitored."""
 
