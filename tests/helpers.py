@@ -500,19 +500,30 @@ RULES_DIR = PROMETHEUS_DIR / "rules"
 RULES_FILE = RULES_DIR / "atlas-endpoint-monitor.rules.yml"
 
 
-def run_promtool(*args: str) -> str:
-    """Run promtool, assert it succeeded, and return its output for further checks."""
+def run_tool(
+    program: str, package: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run a deployment tool (from Debian ``package``) in the repository and assert it
+    succeeded, showing both its streams when it did not."""
     result = subprocess.run(
-        [deployment_tool("promtool", "prometheus"), *args],
+        [deployment_tool(program, package), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
-    output = f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
-    assert result.returncode == 0, f"promtool {' '.join(args)} exited {result.returncode}\n{output}"
-    return output
+    assert result.returncode == 0, (
+        f"{program} {' '.join(args)} exited {result.returncode}\n"
+        f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+    )
+    return result
+
+
+def run_promtool(*args: str) -> str:
+    """Run promtool, assert it succeeded, and return its output for further checks."""
+    result = run_tool("promtool", "prometheus", *args)
+    return f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
 
 
 def load_yaml(path: Path) -> Any:

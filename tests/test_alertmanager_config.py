@@ -9,14 +9,13 @@ runs the same file in a real Alertmanager.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers import ALERTMANAGER_CONFIG, REPO, alerting_rules, deployment_tool, load_yaml
+from tests.helpers import ALERTMANAGER_CONFIG, alerting_rules, load_yaml, run_tool
 
 EXAMPLE_RECEIVERS = ("slack", "pagerduty")
 ENDPOINT_IDS = ["group_id", "private_link_id", "interface_endpoint_id"]
@@ -24,18 +23,7 @@ ENDPOINT_IDS = ["group_id", "private_link_id", "interface_endpoint_id"]
 
 def run_amtool(*args: str) -> str:
     """Run amtool, assert it succeeded, and return its standard output."""
-    result = subprocess.run(
-        [deployment_tool("amtool", "prometheus-alertmanager"), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, (
-        f"amtool {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
-    )
-    return result.stdout
+    return run_tool("amtool", "prometheus-alertmanager", *args, timeout=60).stdout
 
 
 def uncommented(text: str, receiver: str) -> str:

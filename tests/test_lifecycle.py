@@ -75,15 +75,15 @@ SLOW_SECONDS = 3
 
 def slow_atlas(tmp_path: Path, start: Callable[..., Process], entries: list[dict[str, Any]]) -> str:
     """A simulator child whose every GET of ``entries`` takes SLOW_SECONDS; returns its URL."""
-    scenario = write_yaml(
-        tmp_path / "scenario.yaml",
-        {
-            "endpoints": [
-                {**entry, "faults": [{"latency_seconds": SLOW_SECONDS, "methods": ["GET"]}]}
-                for entry in entries
-            ]
-        },
-    )
+    slow = {"faults": [{"latency_seconds": SLOW_SECONDS, "methods": ["GET"]}]}
+    return simulator_child(tmp_path, start, [{**entry, **slow} for entry in entries])
+
+
+def simulator_child(
+    tmp_path: Path, start: Callable[..., Process], scenario_endpoints: list[dict[str, Any]]
+) -> str:
+    """A simulator child serving ``scenario_endpoints`` (scenario entries); returns its URL."""
+    scenario = write_yaml(tmp_path / "scenario.yaml", {"endpoints": scenario_endpoints})
     simulator = start(["simulate", "--port", "0", "--scenario", str(scenario)])
     return str(json.loads(simulator.wait_for_line(is_event("simulator_started")))["url"])
 
@@ -371,11 +371,7 @@ def test_a_dead_stdout_loses_log_lines_but_never_alerts_state_or_the_daemon(
     the last success fresh, reports the lost lines on stderr once and in a counter, answers
     /readyz 503 saying why, and stops on SIGTERM with 0."""
     entry = endpoint_entry()
-    scenario = write_yaml(
-        tmp_path / "scenario.yaml", {"endpoints": [{**entry, "status": "REJECTED"}]}
-    )
-    simulator = children(["simulate", "--port", "0", "--scenario", str(scenario)])
-    atlas_url = json.loads(simulator.wait_for_line(is_event("simulator_started")))["url"]
+    atlas_url = simulator_child(tmp_path, children, [{**entry, "status": "REJECTED"}])
     port = unused_port()
     config = write_yaml(
         tmp_path / "config.yaml",
@@ -548,9 +544,7 @@ def test_a_connection_flood_at_a_low_descriptor_limit_leaves_polling_and_health_
     to make room, so /healthz answers, every cycle still gets Atlas' answer, no alert fires
     and the accept error is never logged raw."""
     entry = endpoint_entry()
-    scenario = write_yaml(tmp_path / "scenario.yaml", {"endpoints": [entry]})
-    simulator = children(["simulate", "--port", "0", "--scenario", str(scenario)])
-    atlas_url = json.loads(simulator.wait_for_line(is_event("simulator_started")))["url"]
+    atlas_url = simulator_child(tmp_path, children, [entry])
     port = unused_port()
     config = write_yaml(
         tmp_path / "config.yaml",
