@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import queue
+import re
 import selectors
 import shutil
 import signal
@@ -524,6 +525,31 @@ def run_promtool(*args: str) -> str:
     """Run promtool, assert it succeeded, and return its output for further checks."""
     result = run_tool("promtool", "prometheus", *args)
     return f"--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+
+
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus/Alertmanager duration (``5m``, ``22s500ms``; no days or weeks) in
+    seconds."""
+    parts = re.findall(r"(\d+)(ms|h|m|s)", text)
+    assert text, "an empty duration"
+    assert "".join(f"{number}{unit}" for number, unit in parts) == text, text
+    return sum(int(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def flushes_clear_of_evaluations(group_wait: str, group_interval: str, evaluation: str) -> bool:
+    """Whether every flush of an Alertmanager group stays at least a quarter of an
+    evaluation interval away from the evaluations, whose alerts Prometheus sends rule by
+    rule: the group's flushes come ``group_wait`` after its first alert (which arrives
+    just after an evaluation) and every ``group_interval`` after that."""
+    interval = duration_seconds(evaluation)
+    offset = duration_seconds(group_wait) % interval
+    return (
+        duration_seconds(group_interval) % interval == 0
+        and interval / 4 <= offset <= interval * 3 / 4
+    )
 
 
 def load_yaml(path: Path) -> Any:

@@ -15,10 +15,21 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import ALERTMANAGER_CONFIG, alerting_rules, load_yaml, run_tool
+from tests.helpers import (
+    ALERTMANAGER_CONFIG,
+    PROMETHEUS_DIR,
+    alerting_rules,
+    flushes_clear_of_evaluations,
+    load_yaml,
+    run_tool,
+)
 
 EXAMPLE_RECEIVERS = ("slack", "pagerduty")
 ENDPOINT_IDS = ["group_id", "private_link_id", "interface_endpoint_id"]
+# Prometheus' default (1m), the shipped prometheus.yml's (15s), the Prometheus Operator's
+# default (30s), and shorter ones people choose.
+EVALUATION_INTERVALS = ("5s", "10s", "15s", "30s", "1m")
+TIMINGS = ("group_wait", "group_interval")
 
 
 def run_amtool(*args: str) -> str:
@@ -120,6 +131,32 @@ def test_endpoint_alerts_are_grouped_by_the_endpoint_ids_the_rules_keep() -> Non
         if "atlas_interface_endpoint_info" in rule["expr"]:
             aggregation = f"max by ({', '.join(ENDPOINT_IDS)}"
             assert aggregation in rule["expr"], rule["alert"]
+
+
+def route_timings(
+    route: dict[str, Any], inherited: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """(group_wait, group_interval) of every route in the tree, as each inherits them."""
+    timings = {**(inherited or {}), **{key: route[key] for key in TIMINGS if key in route}}
+    own = [(timings["group_wait"], timings["group_interval"])]
+    children = route.get("routes", [])
+    return own + [pair for child in children for pair in route_timings(child, timings)]
+
+
+def test_the_shipped_prometheus_evaluates_at_an_interval_the_timings_are_checked_for() -> None:
+    prometheus = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+
+    assert prometheus["global"]["evaluation_interval"] in EVALUATION_INTERVALS
+
+
+@pytest.mark.parametrize("evaluation", EVALUATION_INTERVALS)
+def test_no_flush_splits_the_alerts_of_one_evaluation(evaluation: str) -> None:
+    """REJECTED and its errorMessage resolve in one evaluation, but Prometheus sends them
+    rule by rule: a group flushing just then would send two notifications."""
+    timings = route_timings(load_yaml(ALERTMANAGER_CONFIG)["route"])
+
+    for group_wait, group_interval in timings:
+        assert flushes_clear_of_evaluations(group_wait, group_interval, evaluation), timings
 
 
 def inhibitions() -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ from tests.helpers import (
     deployment_tool,
     endpoint_entry,
     endpoint_id,
+    flushes_clear_of_evaluations,
     ids_of,
     run_daemon,
     running_prometheus,
@@ -53,11 +54,12 @@ from tests.helpers import (
 ENDPOINT = endpoint_entry(interface_endpoint_id=endpoint_id(42), name="payments-prod")
 ATLAS_MESSAGE = "The VPC endpoint service rejected the connection\nrequest\t(vpce-042)."
 ATLAS_MESSAGE_LABEL = "The VPC endpoint service rejected the connection request (vpce-042)."
-GROUP_WAIT_SECONDS = 1
+EVALUATION_INTERVAL = "1s"
 GROUP_INTERVAL_SECONDS = 2
-# Only the shipped config's timings change, so a test run takes seconds, not minutes.
+# Only the shipped config's timings change, so a test run takes seconds, not minutes; as
+# there, group_wait keeps the group's flushes half-way between evaluations.
 ALERTMANAGER_TIMINGS = {
-    "group_wait": f"{GROUP_WAIT_SECONDS}s",
+    "group_wait": "1s500ms",
     "group_interval": f"{GROUP_INTERVAL_SECONDS}s",
     "repeat_interval": "1h",
 }
@@ -201,7 +203,7 @@ async def paging(
         alertmanager_config(webhook.url), alertmanager_dir
     ) as alertmanager:
         document = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "global": {"scrape_interval": "1s", "evaluation_interval": EVALUATION_INTERVAL},
             "rule_files": [str(RULES)],
             "alerting": {
                 "alertmanagers": [
@@ -219,6 +221,15 @@ async def paging(
                 alertmanager,
                 webhook,
             )
+
+
+def test_the_shortened_timings_keep_flushes_clear_of_evaluations_as_the_shipped_ones() -> None:
+    """Otherwise the resolutions of one evaluation may reach the webhook as two payloads."""
+    assert flushes_clear_of_evaluations(
+        ALERTMANAGER_TIMINGS["group_wait"],
+        ALERTMANAGER_TIMINGS["group_interval"],
+        EVALUATION_INTERVAL,
+    )
 
 
 async def firing_alerts(session: aiohttp.ClientSession, base: str) -> list[dict[str, Any]]:
