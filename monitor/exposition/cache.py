@@ -80,25 +80,40 @@ class Exposition:
         after the other, an empty final block, then the CRC-32 and size of the whole text.
 
         Only pieces not compressed yet (neither by an earlier scrape nor by
-        MonitorMetrics.keep_compressed since they changed) are compressed here; the CRC
-        of the whole is combined from the pieces' (see _crc32_combine), not computed over
-        30 MB again.
+        MonitorMetrics.keep_compressed since they changed) are compressed here.
+
+        One member, not one per piece (which would need no CRC of the whole): curl
+        --compressed and wget read only the first member of a body and silently drop the
+        rest, though Prometheus, aiohttp, requests and Python's gzip read them all.
         """
-        crc = 0
-        size = 0
         body = [_GZIP_HEADER]
+        size = 0
         for piece in self.pieces:
             compressed = piece.compressed()
             body.append(compressed.deflated)
-            crc = _crc32_combine(crc, compressed.crc, compressed.size)
             size += compressed.size
         body.append(_FINAL_BLOCK)
-        body.append(struct.pack("<II", crc, size & 0xFFFFFFFF))
+        body.append(struct.pack("<II", self._crc32(), size & 0xFFFFFFFF))
         return b"".join(body)
+
+    def _crc32(self) -> int:
+        """The CRC-32 of the whole text: combined from the pieces' with libz's crc32_combine
+        (2 to 6 ms for the 800 pieces of 10,000 endpoints), or, where libz is not found,
+        computed over the text again (about 30 ms for its 36 MB, with the GIL released)."""
+        crc = 0
+        if _libz_crc32_combine is None:
+            for piece in self.pieces:
+                crc = zlib.crc32(piece.raw(), crc)
+            return crc
+        for piece in self.pieces:
+            compressed = piece.compressed()
+            crc = _libz_crc32_combine(crc, compressed.crc, compressed.size)
+        return crc
 
 
 def _load_crc32_combine() -> Callable[[int, int, int], int] | None:
-    """zlib's crc32_combine from the libz the zlib module uses, if it can be found.
+    """zlib's crc32_combine, which Python's zlib module does not expose, from the libz that
+    module uses, if it can be found.
 
     PyDLL keeps the GIL during the call: it takes a microsecond, and releasing the GIL
     around each of a few hundred calls would let a busy event loop delay every one of them.
@@ -116,51 +131,6 @@ def _load_crc32_combine() -> Callable[[int, int, int], int] | None:
 
 
 _libz_crc32_combine = _load_crc32_combine()
-
-
-def _crc32_combine(crc1: int, crc2: int, size2: int) -> int:
-    """The CRC-32 of A + B from A's, B's and B's length: zlib's crc32_combine, which Python's
-    zlib module does not expose."""
-    if _libz_crc32_combine is not None:
-        return _libz_crc32_combine(crc1, crc2, size2)
-    return _crc32_combine_python(crc1, crc2, size2)
-
-
-def _crc32_combine_python(crc1: int, crc2: int, size2: int) -> int:
-    """crc32_combine as zlib 1.2.12 computes it: crc1 times x^(8 * size2) modulo the CRC
-    polynomial, plus crc2. About 50 times slower than libz's, for where libz is not found."""
-    factor = 0x80000000  # x^0 in zlib's reflected bit order
-    power = 3  # x^(2^3) = x^8: one byte
-    while size2:
-        if size2 & 1:
-            factor = _multiply_mod_p(_X2N[power & 31], factor)
-        size2 >>= 1
-        power += 1
-    return _multiply_mod_p(factor, crc1) ^ crc2
-
-
-def _multiply_mod_p(a: int, b: int) -> int:
-    """a times b modulo the CRC-32 polynomial, both in zlib's reflected bit order."""
-    product = 0
-    mask = 0x80000000
-    while a:
-        if a & mask:
-            product ^= b
-            a ^= mask
-        mask >>= 1
-        b = (b >> 1) ^ 0xEDB88320 if b & 1 else b >> 1
-    return product
-
-
-def _powers_of_x() -> tuple[int, ...]:
-    """x^(2^n) modulo the CRC-32 polynomial for n = 0..31, as zlib's x2n_table."""
-    powers = [0x40000000]  # x^1
-    for _ in range(31):
-        powers.append(_multiply_mod_p(powers[-1], powers[-1]))
-    return tuple(powers)
-
-
-_X2N = _powers_of_x()
 
 
 def compress(pieces: Sequence[Piece]) -> None:
