@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from monitor.atlas import (
+    V2_MEDIA_TYPE,
     ApiKey,
     ApiVersion,
     AtlasClient,
@@ -485,6 +486,7 @@ LATENCY = 0.02
 PER_MINUTE = 600
 SPACING = 60 / PER_MINUTE
 ENDPOINT_URLS = re.compile(r"^https://atlas\.test/api/atlas/v1\.0/groups/.*/interfaceEndpoints/")
+V2_URLS = re.compile(r"^https://atlas\.test/api/atlas/v2/groups/.*/privateEndpoint/AWS/")
 
 
 def project_id(number: int) -> str:
@@ -498,6 +500,8 @@ class VirtualAtlas:
     and can throttle a project by its answers' headers."""
 
     latency: float = LATENCY
+    v2: bool = False
+    """Answer Atlas v2 (AWS) routes: endpoint services and their endpoints."""
     throttled: dict[str, tuple[int, dict[str, str]]] = field(default_factory=dict)
     """Project -> (status, headers) of its answers (429 with Retry-After, RateLimit-*)."""
     started: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
@@ -518,8 +522,18 @@ class VirtualAtlas:
         if status == 429:
             del self.throttled[group_id]  # once, then the project is served again
             return CallbackResult(status=429, payload={"error": 429}, headers=headers)
-        body = {"interfaceEndpointId": endpoint, "connectionStatus": "AVAILABLE"}
-        return CallbackResult(payload=body, headers=headers)
+        if not self.v2:
+            body = {"interfaceEndpointId": endpoint, "connectionStatus": "AVAILABLE"}
+            return CallbackResult(payload=body, headers=headers)
+        if parts[-2] == "endpoint":
+            body = {
+                "cloudProvider": "AWS",
+                "interfaceEndpointId": endpoint,
+                "connectionStatus": "AVAILABLE",
+            }
+        else:
+            body = {"cloudProvider": "AWS", "id": endpoint, "status": "AVAILABLE"}
+        return CallbackResult(payload=body, headers=headers, content_type=V2_MEDIA_TYPE)
 
     def finished(self, group_id: str) -> float:
         """When the project's last answer arrived."""
@@ -682,6 +696,28 @@ def test_a_project_slowed_by_its_ratelimit_headers_slows_down_alone(
     starts = cycle_beside_a_throttled_project(run_virtually, mocked_atlas, (200, low))
     # The second request's slot was set before the first answer told of the low bucket.
     assert min(gaps(starts[1:])) >= 60 / 60 - 1e-6
+
+
+def test_on_v2_a_project_whose_service_check_is_throttled_holds_back_no_other_project(
+    run_virtually: RunVirtually[float], mocked_atlas: aioresponses
+) -> None:
+    """A project's endpoint service is checked first in its own lane, then its endpoints:
+    were all services checked before any endpoint, one project's 429 would hold back every
+    other project's endpoints for its Retry-After."""
+    throttled = project_id(0)
+    atlas = VirtualAtlas(v2=True, throttled={throttled: (429, {"Retry-After": "30"})})
+    mocked_atlas.get(V2_URLS, callback=atlas.answer, repeat=True)
+    with capture_logs() as logs:
+        cycle = run_virtually(timed_cycle(fleet([10, 10, 10], "grouped"), 10, api_version="v2"))
+
+    warnings = {line["event"] for line in logs if line["log_level"] == "warning"}
+    assert warnings == {"atlas_project_throttled", "atlas_request_retry"}  # and no failure
+    started = min(min(starts) for starts in atlas.started.values())
+    for other in (project_id(1), project_id(2)):
+        assert len(atlas.started[other]) == 1 + 10  # its service, then its endpoints
+        assert atlas.finished(other) - started <= paced_time(11) + LATENCY + 1e-6
+    assert len(atlas.started[throttled]) == 1 + 1 + 10  # the 429, then served again
+    assert cycle >= 30
 
 
 async def test_over_real_sockets_a_large_project_listed_first_does_not_hold_up_the_others(

@@ -67,6 +67,28 @@ def test_azure_ids_compare_without_case_and_name_their_endpoint() -> None:
     assert PROVIDERS[CloudProvider.GCP].display_name("analytics-psc") is None
 
 
+@pytest.mark.parametrize(
+    ("resource_group", "name", "accepted"),
+    [
+        ("g" * 90, "n" * 80, True),
+        ("g" * 91, "pe", False),
+        ("rg", "n" * 81, False),
+        ("données-(prod)", "pe_orders.1", True),  # Unicode letters, the spec's parentheses
+        ("rg data", "pe", False),
+    ],
+)
+def test_azure_ids_take_the_wider_of_azures_and_the_specs_rules(
+    resource_group: str, name: str, accepted: bool
+) -> None:
+    """docs/atlas-v2-fidelity.md: the bounds are wider than Azure's documented 64-character
+    private endpoint names on purpose, as a real id refused would mean a blind endpoint."""
+    endpoint_id = (
+        "/subscriptions/0f7a3c2e-1b4d-4e8f-9a6b-5c3d2e1f0a9b"
+        f"/resourceGroups/{resource_group}/providers/Microsoft.Network/privateEndpoints/{name}"
+    )
+    assert PROVIDERS[CloudProvider.AZURE].endpoint_id.matches(endpoint_id) is accepted
+
+
 def test_messages_name_the_providers_a_rule_picks() -> None:
     assert provider_names(lambda spec: spec.can_be_added) == "AWS"
     assert provider_names(lambda spec: spec.served_by_v1) == "AWS"

@@ -468,17 +468,18 @@ class Monitor:
             self._cycles_to_discovery = self.config.poll.discover_every_cycles
             await self._discover(client)
         self._cycles_to_discovery = max(0, self._cycles_to_discovery - 1)
+        # Services and endpoints share each project's lane, its services first: a project
+        # whose service check waits out a throttle must not hold back another's endpoints.
+        checks: list[ServiceKey | EndpointConfig] = [*self._service_keys, *self._endpoints]
         await for_each_by_project(
-            self._service_keys,
-            lambda key: key.group_id,
+            checks,
+            lambda check: check.group_id,
             concurrency,
-            lambda key: self._check_service(client, key),
-        )
-        await for_each_by_project(
-            self._endpoints,
-            lambda endpoint: endpoint.group_id,
-            concurrency,
-            lambda endpoint: self._check(client, endpoint),
+            lambda check: (
+                self._check_service(client, check)
+                if isinstance(check, ServiceKey)
+                else self._check(client, check)
+            ),
         )
         await self.save()
         duration = time.perf_counter() - started
