@@ -53,7 +53,7 @@ from monitor.config import (
     parse_config,
 )
 from monitor.lifecycle import serve_on_stack
-from monitor.logs import configure_logging, secret_forms
+from monitor.logs import REDACTED, configure_logging, secret_forms
 from monitor.polling.poller import PollResult, watched_endpoints
 from monitor.providers import CloudProvider, ConnectionStatus
 from monitor.report import render_json, render_table
@@ -65,12 +65,14 @@ from tests.helpers import (
     PRIVATE_KEY,
     PRIVATE_LINK_ID,
     PUBLIC_KEY,
+    Process,
     StartDaemon,
     WriteConfig,
     config_document,
     endpoint_entry,
     endpoint_id,
     events_in,
+    run_daemon,
     settings_for,
     subprocess_env,
     unused_port,
@@ -472,6 +474,55 @@ async def test_once_never_shows_the_secret_its_basic_form_or_a_token_that_atlas_
             assert secret not in out + err, (output, secret)
         assert "Bearer **********" in out  # the echo is there, masked
         assert "service account login failed: Basic **********" in err
+
+
+async def test_a_secret_atlas_echoes_reaches_neither_metrics_nor_alerts_nor_the_state_file(
+    fake_atlas: FakeAtlas, children: Callable[..., Process], tmp_path: Path
+) -> None:
+    """Atlas' free text becomes a label (errorMessage, for the alert annotation) and is kept
+    in the state file (errorMessage, the last failure): each with every known secret
+    masked, as in the log."""
+    forms = secret_forms(PUBLIC_KEY, PRIVATE_KEY)
+    echo = " / ".join(forms)
+    failing = endpoint_id(2)
+
+    async def rejected(request: web.Request) -> web.Response:
+        return json_answer(endpoint_document(connectionStatus="REJECTED", errorMessage=echo))
+
+    async def failed(request: web.Request) -> web.Response:
+        return json_answer({"error": 500, "errorCode": "UNEXPECTED", "detail": echo}, 500)
+
+    atlas_url = await fake_atlas(
+        {("GET", v1_endpoint_path()): rejected, ("GET", v1_endpoint_path(failing)): failed}
+    )
+    state = tmp_path / "state.db"
+    daemon, url = await asyncio.to_thread(
+        run_daemon,
+        tmp_path,
+        children,
+        atlas_url,
+        endpoints=[endpoint_entry(), endpoint_entry(interface_endpoint_id=failing)],
+        atlas={"max_retries": 0},
+        poll={"interval_seconds": 0.2, "max_requests_per_minute": None},
+        state={"path": str(state)},
+    )
+    deadline = time.monotonic() + WAIT_SECONDS
+    metrics = ""
+    while "error_message_info{" not in metrics and time.monotonic() < deadline:
+        _, metrics = await fetch(f"{url}/metrics")
+    assert await asyncio.to_thread(daemon.stop) == 0
+    kept = await asyncio.to_thread(
+        lambda: b"".join(path.read_bytes() for path in tmp_path.glob("state.db*"))
+    )
+    output = "\n".join(daemon.all_output())
+
+    assert f'error_message="{REDACTED} / {REDACTED}' in metrics
+    assert b"UNEXPECTED" in kept
+    assert REDACTED.encode() in kept
+    for form in forms:
+        assert form not in metrics
+        assert form.encode() not in kept
+        assert form not in output
 
 
 # --- 8. credentials over plain HTTP ----------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 from collections.abc import Mapping
 
+from monitor.logs import masked
+
 
 class AtlasError(Exception):
     """Any failure to get a valid answer from Atlas for one call."""
@@ -90,10 +92,12 @@ LOCAL_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, er
 
 
 def describe_failure(error: BaseException) -> str:
-    """What went wrong, without the request: for places that already name the endpoint."""
+    """What went wrong, without the request: for places that already name the endpoint.
+    Every known secret is masked, as the text is kept in the state file too, and Atlas' (or
+    a proxy's) words in it may echo the request that carried the key."""
     if isinstance(error, AtlasError):
-        return error.summary
-    return f"{type(error).__name__}: {error}"
+        return str(masked(error.summary))
+    return str(masked(f"{type(error).__name__}: {error}"))
 
 
 ERROR_BY_STATUS: Mapping[int, type[AtlasApiError]] = {

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import structlog
 from pydantic import SecretStr
 
+from monitor.logs import masked
 from monitor.providers import (
     OBJECT_ID,
     PROVIDERS,
@@ -202,10 +203,13 @@ def _check_provider(document: dict[str, Any], provider: CloudProvider) -> None:
 
 
 def _error_message(document: dict[str, Any]) -> str | None:
+    """Atlas' errorMessage, with every known secret masked: from here it goes to a label
+    (and so to alert annotations and pagers) and into the state file, not only to the log,
+    and a proxy or Atlas itself may echo the request that carried the key."""
     error_message = document.get("errorMessage")
     if error_message is not None and not isinstance(error_message, str):
         raise ValueError("errorMessage is neither null nor a string")
-    return error_message or None
+    return masked(error_message) if error_message else None
 
 
 @dataclass(frozen=True)
