@@ -752,22 +752,39 @@ def test_a_rolling_restart_waits_for_the_old_process_and_takes_over_without_aler
         daemons.stop_all()
 
 
-def test_a_read_only_directory_is_a_warning_and_the_daemon_runs_in_memory(
-    fleet_simulator: str,
+@pytest.mark.parametrize(
+    ("unusable", "cause"),
+    [
+        ("read-only directory", "Permission denied"),
+        ("read-only file", "attempt to write a readonly database"),
+        ("unreadable file", "unable to open database file"),
+    ],
+)
+def test_a_state_file_that_cannot_be_written_is_a_warning_at_start_and_the_daemon_runs_in_memory(
+    fleet_simulator: str, unusable: str, cause: str
 ) -> None:
-    """Root may write anywhere, so as root the daemon runs as nobody (setpriv)."""
+    """Found out when the daemon starts, not at its first save; the file is left as it was.
+    Root may write anywhere, so as root the daemon runs as nobody (setpriv)."""
     program: tuple[str, ...] = (sys.executable, "-m", "monitor")
     if os.geteuid() == 0:
         program = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *program)
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         directory.chmod(0o755)
-        read_only = directory / "state"
-        read_only.mkdir(mode=0o555)
-        read_only.chmod(0o555)
+        state_dir = directory / "state"
+        state_dir.mkdir()
+        state_path = state_dir / "state.db"
+        if unusable == "read-only directory":
+            state_dir.chmod(0o555)
+        else:
+            StateStore.open(state_path, 1).close()  # a good file, then not writable
+            state_dir.chmod(0o777)
+            state_path.with_name("state.db.lock").chmod(0o666)
+            state_path.chmod(0o444 if unusable == "read-only file" else 0o000)
+        before = state_path.read_bytes() if state_path.exists() else None
         daemons = Daemons(directory, fleet_simulator)
-        daemons.state_path = read_only / "state.db"
-        daemons.state["path"] = str(daemons.state_path)
+        daemons.state_path = state_path
+        daemons.state["path"] = str(state_path)
         try:
             child = daemons.start(program)
             warning = json.loads(child.wait_for_line(is_event("state_store_unavailable")))
@@ -776,11 +793,13 @@ def test_a_read_only_directory_is_a_warning_and_the_daemon_runs_in_memory(
         finally:
             daemons.stop_all()
         lines = child.all_output()
-    assert warning["path"] == str(daemons.state_path)
-    assert "Permission denied" in warning["cause"]
+        after = state_path.read_bytes() if state_path.exists() else None
+    assert warning["path"] == str(state_path)
+    assert cause in warning["cause"]
     assert warning["level"] == "warning"
+    assert not any(is_event("state_store_opened")(line) for line in lines)
     assert alert_lines(lines) == [
         ("rejected", "rejected", "firing"),
         ("fixed-while-down", "rejected", "firing"),
     ]
-    assert not (read_only / "state.db").exists()
+    assert after == before

@@ -325,6 +325,10 @@ class StateStore:
         problem = connection.execute("PRAGMA quick_check").fetchone()[0]
         if problem != "ok":
             raise sqlite3.DatabaseError(f"integrity check failed: {problem}")
+        # One write now: a read-only file (or volume) opens and reads like a good one, and
+        # would otherwise be found out only at the first save.
+        with self._transaction() as writing:
+            writing.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _has_tables(self) -> bool:
         assert self._connection is not None
