@@ -159,15 +159,18 @@ def children() -> Iterator[Callable[..., Process]]:
 
 
 def start_atlas(
-    start: Callable[..., Process], tmp_path: Path, private_key: str
+    start: Callable[..., Process], scenario: Path, private_key: str
 ) -> tuple[Process, str]:
-    """The simulator as a child, on the trouble scenario, accepting ``private_key``."""
-    scenario = write_yaml(tmp_path / "scenario.yaml", trouble_scenario())
+    """The simulator as a child, on ``scenario``, accepting ``private_key``."""
     simulator = start(
         ["simulate", "--port", "0", "--scenario", str(scenario)], daemon_env(private_key)
     )
     line = simulator.wait_for_line(lambda text: json_event(text) == "simulator_started")
     return simulator, str(json.loads(line)["url"])
+
+
+def trouble_scenario_file(tmp_path: Path) -> Path:
+    return write_yaml(tmp_path / "scenario.yaml", trouble_scenario())
 
 
 def stop_simulator(simulator: Process) -> str:
@@ -247,7 +250,7 @@ def test_run_at_debug_never_logs_or_serves_the_key(
         atlas_url = f"http://127.0.0.1:{unused_port()}"
     else:
         accepted = key if situation == "right key" else simulator_key
-        simulator, atlas_url = start_atlas(children, tmp_path, accepted)
+        simulator, atlas_url = start_atlas(children, trouble_scenario_file(tmp_path), accepted)
     document = daemon_config(atlas_url, log_format)
     config = write_yaml(tmp_path / "config.yaml", document)
     daemon = children(["run", "--config", str(config)], daemon_env(key))
@@ -282,7 +285,9 @@ def test_once_table_and_json_never_print_the_key(
     tmp_path: Path, children: Callable[..., Process], right_key: bool
 ) -> None:
     key, simulator_key = new_key(), new_key()
-    simulator, atlas_url = start_atlas(children, tmp_path, key if right_key else simulator_key)
+    simulator, atlas_url = start_atlas(
+        children, trouble_scenario_file(tmp_path), key if right_key else simulator_key
+    )
     config = write_yaml(tmp_path / "config.yaml", daemon_config(atlas_url, "json"))
     results = {
         output: cli(["once", "--config", str(config), "--output", output], daemon_env(key))
@@ -451,15 +456,10 @@ HEALTHY = [endpoint_entry(interface_endpoint_id=endpoint_id(n)) for n in (1, 2)]
 def healthy_atlas(
     start: Callable[..., Process], tmp_path: Path, private_key: str
 ) -> tuple[Process, str]:
-    scenario = write_yaml(
-        tmp_path / "healthy.yaml",
-        {"endpoints": [{**ids_of(entry), "status": "AVAILABLE"} for entry in HEALTHY]},
-    )
-    simulator = start(
-        ["simulate", "--port", "0", "--scenario", str(scenario)], daemon_env(private_key)
-    )
-    line = simulator.wait_for_line(lambda text: json_event(text) == "simulator_started")
-    return simulator, str(json.loads(line)["url"])
+    """The simulator as a child, every endpoint of HEALTHY AVAILABLE."""
+    endpoints = [{**ids_of(entry), "status": "AVAILABLE"} for entry in HEALTHY]
+    scenario = write_yaml(tmp_path / "healthy.yaml", {"endpoints": endpoints})
+    return start_atlas(start, scenario, private_key)
 
 
 def healthy_config(shared: Path, atlas_url: str) -> Path:

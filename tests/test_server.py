@@ -304,7 +304,7 @@ async def test_an_invalid_config_is_refused_and_the_old_one_kept(
     source = SettingsFile(
         settings_for(atlas_url, endpoints=[HEALTHY], poll=EVERY_SECOND, server=RELOADABLE)
     )
-    daemon = await start_daemon(source.settings, load=source.load, clock=lambda: 1000.0)
+    daemon = await start_daemon(source.settings, load=source.load, clock=FakeClock())
     await asyncio.wait_for(daemon.monitor.wait_for_cycles(1), 10)
 
     source.problems = ["poll.interval_seconds: must be greater than 0"]

@@ -204,11 +204,9 @@ class AtlasClient:
             # only the operator's own cloud knows; the config refuses to ask for it.
             added = provider_names(lambda each: each.can_be_added)
             raise ValueError(f"only {added} endpoints can be added, not {ref.cloud_provider}")
-        key = "interfaceEndpointId" if self._api is ApiVersion.V1 else "id"
         path = self._api.endpoints_path(ref)
-        document = await self._with_retries(
-            "POST", path, {key: ref.interface_endpoint_id}, before_retry=find_applied_post
-        )
+        body = {self._api.added_endpoint_field: ref.interface_endpoint_id}
+        document = await self._with_retries("POST", path, body, before_retry=find_applied_post)
         return _endpoint_from(document, ref, "POST", path)
 
     async def _with_retries(

@@ -50,6 +50,11 @@ class ApiVersion(StrEnum):
         """What requests ask answers in (Accept) and send bodies in (Content-Type)."""
         return "application/json" if self is ApiVersion.V1 else V2_MEDIA_TYPE
 
+    @property
+    def added_endpoint_field(self) -> str:
+        """The field of a POST body that names the AWS endpoint to add."""
+        return "interfaceEndpointId" if self is ApiVersion.V1 else "id"
+
     def endpoints_path(self, ref: EndpointRef) -> str:
         """The collection a new endpoint is POSTed to."""
         if self is ApiVersion.V1:
