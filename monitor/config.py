@@ -595,6 +595,10 @@ def _read_yaml(path: Path, field: str = "--config: ") -> object:
             where = f" line {mark.line + 1}, column {mark.column + 1}"
         reason = getattr(error, "problem", None) or "invalid YAML"
         raise ConfigError([f"{path}:{where}: {reason}"]) from None
+    except RecursionError:
+        # PyYAML parses nested collections recursively: a few hundred levels exhaust the
+        # interpreter's stack, far beyond any real config.
+        raise ConfigError([f"{path}: nested too deeply to read"]) from None
 
 
 def _credentials_from(env: Mapping[str, str]) -> tuple[Credentials | None, list[str]]:

@@ -686,6 +686,30 @@ def test_a_config_larger_than_the_cap_is_refused_unread(
     assert f"cannot read {path}: larger than 10240 KiB" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("which", ["config", "web config"])
+def test_a_config_nested_too_deeply_for_the_yaml_parser_is_named_not_a_traceback(
+    which: str,
+    write_config: WriteConfig,
+    credentials_env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    deep = "endpoints: " + "[" * 2000 + "]" * 2000 + "\n"
+    if which == "config":
+        path = write_config()
+        path.write_text(deep, encoding="utf-8")
+        named = path
+    else:
+        named = tmp_path / "web.yml"
+        named.write_text(deep.replace("endpoints", "basic_auth_users"), encoding="utf-8")
+        path = write_config(config_document(server={"web_config_file": str(named)}))
+
+    assert main(["check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{named}: nested too deeply to read" in err
+    assert "Traceback" not in err
+
+
 def unblock_readers_of(fifo: Path, after: float) -> None:
     """A safety net for the test, not the daemon: should a regression read the FIFO, which
     blocks the event loop, open it for writing ``after`` seconds on, so that the reader sees
