@@ -1,4 +1,5 @@
-"""atlas-endpoint-monitor: watch MongoDB Atlas PrivateLink interface endpoints.
+"""atlas-endpoint-monitor: watch MongoDB Atlas private endpoints (AWS PrivateLink, Azure Private
+Link, GCP Private Service Connect).
 
 Where things live (each subpackage's docstring says more):
 
