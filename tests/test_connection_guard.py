@@ -86,3 +86,24 @@ async def test_a_connection_that_never_finishes_its_headers_is_closed_after_the_
     daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY]))
     async with connections(daemon.url, 1) as (slowloris,):
         assert await closed_by_the_daemon(slowloris, 5)
+
+
+async def test_a_kept_alive_connection_left_idle_after_its_request_is_closed_after_the_timeout(
+    start_simulator: StartSimulator, start_daemon: StartDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "KEEPALIVE_TIMEOUT_SECONDS", 0.5)
+    _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
+    daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY]))
+    host, port = daemon.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: monitor\r\nConnection: keep-alive\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        body = await asyncio.wait_for(reader.readexactly(len(b"ok\n")), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert body == b"ok\n"
+        assert await closed_by_the_daemon(reader, 5)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
