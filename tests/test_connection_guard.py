@@ -36,15 +36,21 @@ def test_the_cap_leaves_descriptors_for_atlas_and_the_process() -> None:
     assert connection_cap(8, descriptor_limit=resource.RLIM_INFINITY) == MAX_CONNECTIONS
 
 
+HALF_SENT = b"GET /metrics HTTP/1.1\r\nHost: monitor\r\n"
+"""Half a request's headers: a slowloris."""
+
+
 @contextlib.asynccontextmanager
-async def connections(url: str, count: int) -> AsyncIterator[list[asyncio.StreamReader]]:
-    """``count`` connections that send half a request's headers and then nothing."""
+async def connections(
+    url: str, count: int, sent: bytes = HALF_SENT
+) -> AsyncIterator[list[asyncio.StreamReader]]:
+    """``count`` connections that send ``sent`` and then nothing."""
     host, port = url.removeprefix("http://").split(":")
     opened = []
     try:
         for _ in range(count):
             reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(b"GET /metrics HTTP/1.1\r\nHost: monitor\r\n")
+            writer.write(sent)
             opened.append((reader, writer))
         yield [reader for reader, _ in opened]
     finally:
@@ -94,16 +100,10 @@ async def test_a_kept_alive_connection_left_idle_after_its_request_is_closed_aft
     monkeypatch.setattr(lifecycle, "KEEPALIVE_TIMEOUT_SECONDS", 0.5)
     _, atlas_url = await start_simulator(Scenario(endpoints=[simulated(HEALTHY)]))
     daemon = await start_daemon(settings_for(atlas_url, endpoints=[HEALTHY]))
-    host, port = daemon.url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: monitor\r\nConnection: keep-alive\r\n\r\n")
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-        body = await asyncio.wait_for(reader.readexactly(len(b"ok\n")), 5)
+    request = b"GET /healthz HTTP/1.1\r\nHost: monitor\r\nConnection: keep-alive\r\n\r\n"
+    async with connections(daemon.url, 1, request) as (kept_alive,):
+        head = await asyncio.wait_for(kept_alive.readuntil(b"\r\n\r\n"), 5)
+        body = await asyncio.wait_for(kept_alive.readexactly(len(b"ok\n")), 5)
         assert head.startswith(b"HTTP/1.1 200")
         assert body == b"ok\n"
-        assert await closed_by_the_daemon(reader, 5)
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+        assert await closed_by_the_daemon(kept_alive, 5)

@@ -77,37 +77,34 @@ class Exposition:
 
     def gzip(self) -> bytes:
         """The text as one gzip member (RFC 1952): a header, the pieces' deflate streams one
-        after the other, an empty final block, then the CRC-32 and size of the whole text.
+        after the other, an empty final block, then the CRC-32 and size of the whole text
+        (one member, not one per piece: see the package's design note).
 
         Only pieces not compressed yet (neither by an earlier scrape nor by
         MonitorMetrics.keep_compressed since they changed) are compressed here.
-
-        One member, not one per piece (which would need no CRC of the whole): curl
-        --compressed and wget read only the first member of a body and silently drop the
-        rest, though Prometheus, aiohttp, requests and Python's gzip read them all.
         """
-        body = [_GZIP_HEADER]
-        size = 0
-        for piece in self.pieces:
-            compressed = piece.compressed()
-            body.append(compressed.deflated)
-            size += compressed.size
-        body.append(_FINAL_BLOCK)
-        body.append(struct.pack("<II", self._crc32(), size & 0xFFFFFFFF))
-        return b"".join(body)
+        compressed = [piece.compressed() for piece in self.pieces]
+        size = sum(each.size for each in compressed)
+        return b"".join(
+            [
+                _GZIP_HEADER,
+                *(each.deflated for each in compressed),
+                _FINAL_BLOCK,
+                struct.pack("<II", self._crc32(compressed), size & 0xFFFFFFFF),
+            ]
+        )
 
-    def _crc32(self) -> int:
+    def _crc32(self, compressed: Sequence[_Compressed]) -> int:
         """The CRC-32 of the whole text: combined from the pieces' with libz's crc32_combine
-        (2 to 6 ms for the 800 pieces of 10,000 endpoints), or, where libz is not found,
-        computed over the text again (about 30 ms for its 36 MB, with the GIL released)."""
+        (about 1 ms for the 372 pieces of 10,000 endpoints), or, where libz is not found,
+        computed over the text again (20 to 45 ms for its 33 MB, with the GIL released)."""
         crc = 0
         if _libz_crc32_combine is None:
             for piece in self.pieces:
                 crc = zlib.crc32(piece.raw(), crc)
             return crc
-        for piece in self.pieces:
-            compressed = piece.compressed()
-            crc = _libz_crc32_combine(crc, compressed.crc, compressed.size)
+        for each in compressed:
+            crc = _libz_crc32_combine(crc, each.crc, each.size)
         return crc
 
 
