@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import queue
+import random
 import re
 import selectors
 import shutil
@@ -288,12 +289,42 @@ def deployment_tool(name: str, debian_package: str) -> str:
     pytest.skip(reason)
 
 
+_PORTS_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_port_floor() -> int:
+    """The lowest port the kernel hands out by itself (to ``bind`` on port 0 and to outgoing
+    connections); 32768 when the host does not say."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def unused_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (it was free a moment ago)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A port on 127.0.0.1 that nothing listens on, taken below the kernel's ephemeral range.
+
+    A port the kernel picked for a probe socket is one it may pick again at once for the next
+    ``bind`` on port 0 (a simulator started with ``--simulator-port 0``) or for an outgoing
+    connection, and the test's server then fails with "address already in use". Ports below
+    the ephemeral range are never picked that way, so only another listener could take it;
+    each is handed out once per test run.
+    """
+    chooser = random.SystemRandom()
+    floor = _ephemeral_port_floor()
+    candidates = range(max(1024, floor - 12768), floor)
+    for _ in range(200):
+        port = chooser.choice(candidates)
+        if port in _PORTS_HANDED_OUT:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port on 127.0.0.1 in {candidates.start}-{candidates.stop - 1}")
 
 
 @contextlib.asynccontextmanager

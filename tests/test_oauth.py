@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
@@ -33,7 +32,7 @@ from monitor.atlas import (
     AtlasUnreachableError,
 )
 from monitor.atlas.oauth import TOKEN_PATH, ServiceAccountLogin, token_url
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, unused_port
 
 CLIENT_ID = "mdb_sa_id_65f0c1d2e3a4b5c6d7e8f901"
 CLIENT_SECRET = "mdb_sa_sk_s3cr3t-5f1d9c"
@@ -175,13 +174,6 @@ async def harness() -> AsyncIterator[MakeHarness]:
 def logs() -> Iterator[Logs]:
     with structlog.testing.capture_logs() as captured:
         yield captured
-
-
-def unused_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def login_events(logs: Logs) -> Logs:
