@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -72,6 +73,7 @@ from tests.helpers import (
     endpoint_entry,
     endpoint_id,
     events_in,
+    is_event,
     run_daemon,
     settings_for,
     subprocess_env,
@@ -480,11 +482,11 @@ async def test_a_secret_atlas_echoes_reaches_neither_metrics_nor_alerts_nor_the_
     fake_atlas: FakeAtlas, children: Callable[..., Process], tmp_path: Path
 ) -> None:
     """Atlas' free text becomes a label (errorMessage, for the alert annotation) and is kept
-    in the state file (errorMessage, the last failure): each with every known secret
-    masked, as in the log."""
+    in the state file (errorMessage, the last failure, a status it made up): each with
+    every known secret masked, as in the log."""
     forms = secret_forms(PUBLIC_KEY, PRIVATE_KEY)
     echo = " / ".join(forms)
-    failing = endpoint_id(2)
+    failing, odd = endpoint_id(2), endpoint_id(3)
 
     async def rejected(request: web.Request) -> web.Response:
         return json_answer(endpoint_document(connectionStatus="REJECTED", errorMessage=echo))
@@ -492,8 +494,15 @@ async def test_a_secret_atlas_echoes_reaches_neither_metrics_nor_alerts_nor_the_
     async def failed(request: web.Request) -> web.Response:
         return json_answer({"error": 500, "errorCode": "UNEXPECTED", "detail": echo}, 500)
 
+    async def made_up_status(request: web.Request) -> web.Response:
+        return json_answer(endpoint_document(odd, connectionStatus=f"ODD {echo}"))
+
     atlas_url = await fake_atlas(
-        {("GET", v1_endpoint_path()): rejected, ("GET", v1_endpoint_path(failing)): failed}
+        {
+            ("GET", v1_endpoint_path()): rejected,
+            ("GET", v1_endpoint_path(failing)): failed,
+            ("GET", v1_endpoint_path(odd)): made_up_status,
+        }
     )
     state = tmp_path / "state.db"
     daemon, url = await asyncio.to_thread(
@@ -501,15 +510,18 @@ async def test_a_secret_atlas_echoes_reaches_neither_metrics_nor_alerts_nor_the_
         tmp_path,
         children,
         atlas_url,
-        endpoints=[endpoint_entry(), endpoint_entry(interface_endpoint_id=failing)],
+        endpoints=[
+            endpoint_entry(),
+            endpoint_entry(interface_endpoint_id=failing),
+            endpoint_entry(interface_endpoint_id=odd),
+        ],
         atlas={"max_retries": 0},
         poll={"interval_seconds": 0.2, "max_requests_per_minute": None},
         state={"path": str(state)},
     )
-    deadline = time.monotonic() + WAIT_SECONDS
-    metrics = ""
-    while "error_message_info{" not in metrics and time.monotonic() < deadline:
-        _, metrics = await fetch(f"{url}/metrics")
+    # A finished cycle has polled all three and saved what it saw.
+    await asyncio.to_thread(daemon.wait_for_line, is_event("poll_cycle_finished"), WAIT_SECONDS)
+    _, metrics = await fetch(f"{url}/metrics")
     assert await asyncio.to_thread(daemon.stop) == 0
     kept = await asyncio.to_thread(
         lambda: b"".join(path.read_bytes() for path in tmp_path.glob("state.db*"))
@@ -517,7 +529,13 @@ async def test_a_secret_atlas_echoes_reaches_neither_metrics_nor_alerts_nor_the_
     output = "\n".join(daemon.all_output())
 
     assert f'error_message="{REDACTED} / {REDACTED}' in metrics
+    assert re.search(
+        rf'atlas_interface_endpoint_status{{[^}}]*interface_endpoint_id="{odd}"[^}}]*'
+        rf'status="UNKNOWN"}} 1',
+        metrics,
+    )
     assert b"UNEXPECTED" in kept
+    assert f"ODD {REDACTED}".encode() in kept
     assert REDACTED.encode() in kept
     for form in forms:
         assert form not in metrics

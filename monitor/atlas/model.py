@@ -143,7 +143,7 @@ class InterfaceEndpoint:
         return cls(
             interface_endpoint_id=endpoint_id,
             connection_status=ConnectionStatus.parse(raw_status, provider),
-            raw_status=raw_status,
+            raw_status=_status_text(raw_status),
             error_message=_error_message(document),
             delete_requested=delete_requested,
         )
@@ -195,7 +195,7 @@ class EndpointService:
             cloud_provider=provider,
             region=region,
             status=ServiceStatus.parse(raw_status, provider),
-            raw_status=raw_status,
+            raw_status=_status_text(raw_status),
             error_message=_error_message(document),
             endpoint_ids=tuple(endpoint_ids),
         )
@@ -205,6 +205,12 @@ def _check_provider(document: dict[str, Any], provider: CloudProvider) -> None:
     cloud_provider = document.get("cloudProvider", provider.value)
     if cloud_provider != provider.value:
         raise ValueError(f"cloudProvider is {cloud_provider!r}, not {provider.value}")
+
+
+def _status_text(raw_status: str) -> str:
+    """The status as Atlas wrote it, with every known secret masked: an unexpected one is
+    free text too, kept in the state file and shown by ``once``, not only logged."""
+    return str(masked(raw_status))
 
 
 def _error_message(document: dict[str, Any]) -> str | None:
