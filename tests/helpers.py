@@ -420,7 +420,6 @@ def healthcheck(url: str) -> int:
     return probe.returncode
 
 
-RULES = REPO / "config/prometheus/rules/atlas-endpoint-monitor.rules.yml"
 JOB = "atlas-endpoint-monitor"
 DATA_TIMEOUT_SECONDS = 60
 

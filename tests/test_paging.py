@@ -34,7 +34,7 @@ from monitor.simulator import Scenario
 from tests.helpers import (
     ALERTMANAGER_CONFIG,
     DATA_TIMEOUT_SECONDS,
-    RULES,
+    RULES_FILE,
     Process,
     StartSimulator,
     deployment_tool,
@@ -204,7 +204,7 @@ async def paging(
     ) as alertmanager:
         document = {
             "global": {"scrape_interval": "1s", "evaluation_interval": EVALUATION_INTERVAL},
-            "rule_files": [str(RULES)],
+            "rule_files": [str(RULES_FILE)],
             "alerting": {
                 "alertmanagers": [
                     {"static_configs": [{"targets": [alertmanager.removeprefix("http://")]}]}

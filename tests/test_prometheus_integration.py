@@ -29,7 +29,7 @@ from tests.helpers import (
     JOB,
     PRIVATE_LINK_ID,
     REPO,
-    RULES,
+    RULES_FILE,
     RunningDaemon,
     StartDaemon,
     StartSimulator,
@@ -147,7 +147,7 @@ def variable_queries() -> dict[str, re.Match[str]]:
 
 
 def rule_expressions() -> dict[str, str]:
-    rules = yaml.safe_load(RULES.read_text())
+    rules = yaml.safe_load(RULES_FILE.read_text())
     return {
         f"rule {rule['alert']}": rule["expr"]
         for group in rules["groups"]
@@ -238,7 +238,7 @@ async def prometheus(prometheus_binary: str, stack: Stack, tmp_path: Path) -> As
     """Prometheus scraping the daemons, plus a target nobody serves (a monitor that is down)."""
     document = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(RULES)],
+        "rule_files": [str(RULES_FILE)],
         "scrape_configs": [scrape_config([*stack.targets(), f"127.0.0.1:{unused_port()}"])],
     }
     async with running_prometheus(prometheus_binary, document, tmp_path) as url:

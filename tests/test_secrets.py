@@ -30,7 +30,6 @@ from typing import Any
 
 import pytest
 import structlog
-import yaml
 from pydantic import SecretStr
 
 from monitor.atlas import ApiKey, AtlasClient, AtlasError, EndpointRef, describe_failure
@@ -59,6 +58,7 @@ from tests.helpers import (
     json_event,
     subprocess_env,
     unused_port,
+    write_yaml,
 )
 
 KEY_PREFIX = "SeCrEt-"
@@ -90,11 +90,6 @@ def assert_no_leak(text: str, *keys: str, where: str, masked_too: bool = True) -
         assert REDACTED not in text, (
             f"{where}: the log masker had to hide something; find what handed it the key\n{text}"
         )
-
-
-def write_yaml(path: Path, document: object) -> Path:
-    path.write_text(yaml.safe_dump(document), encoding="utf-8")
-    return path
 
 
 # One endpoint per way an exchange with Atlas can go wrong, and a few that go right.

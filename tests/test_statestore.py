@@ -47,6 +47,7 @@ from tests.helpers import (
     events_in,
     http_get,
     ids_of,
+    is_event,
     json_event,
     monitoring,
     settings_for,
@@ -470,10 +471,6 @@ LATENCY_SECONDS = 0.05
 FLEET = [REJECTED, FIXED, HEALTHY] + [
     endpoint_entry(interface_endpoint_id=endpoint_id(n), name=f"filler-{n}") for n in range(4, 9)
 ]
-
-
-def is_event(*events: str) -> Callable[[str], bool]:
-    return lambda line: json_event(line) in events
 
 
 def alert_lines(lines: list[str]) -> list[tuple[str, str, str]]:

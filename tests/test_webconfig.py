@@ -38,7 +38,6 @@ from tests.helpers import (
     StartDaemon,
     StartSimulator,
     config_document,
-    deployment_tool,
     endpoint_entry,
     healthcheck,
     query,
@@ -610,11 +609,6 @@ def plain_http_get(port: int) -> bytes:
 
 
 # --- Debian's Prometheus scraping over TLS with basic_auth ------------------------------
-
-
-@pytest.fixture
-def prometheus_binary() -> str:
-    return deployment_tool("prometheus", "prometheus")
 
 
 @pytest.fixture
