@@ -250,11 +250,14 @@ def spec_of(provider: str) -> ProviderSpec:
     return PROVIDERS[CloudProvider(provider)]
 
 
+_BY_LONGEST_ID_PREFIX = sorted(_SPECS, key=lambda spec: len(spec.id_prefix), reverse=True)
+"""GCP's empty prefix matches every id, so it is tried last."""
+
+
 def inferred_provider(endpoint_id: str) -> CloudProvider:
     """The provider an endpoint id's form shows (``vpce-...`` AWS, a path Azure, else GCP)."""
-    by_longest_prefix = sorted(_SPECS, key=lambda spec: len(spec.id_prefix), reverse=True)
     return next(
-        spec.provider for spec in by_longest_prefix if endpoint_id.startswith(spec.id_prefix)
+        spec.provider for spec in _BY_LONGEST_ID_PREFIX if endpoint_id.startswith(spec.id_prefix)
     )
 
 
